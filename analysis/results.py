@@ -1,0 +1,100 @@
+"""Analysis results on disk: ``importance.safetensors`` + ``metrics.json`` in a run directory.
+
+Tensor names (float32):
+  heads [L, H], neurons [L, F], channels [D]          default aggregation (batch=L2, seq=mean)
+  heads.<b>_<s>, neurons.<b>_<s>, channels.<b>_<s>    every aggregation, b and s in {mean, l2, var}
+  channels.per_norm [2L, D]                           per pre-norm scores (attn, mlp per layer)
+  block_importance [L]                                1 - mean cos(x_l, x_{l+1})
+  angular.n<k> [L-k+1]                                mean arccos(cos(x_l, x_{l+k}))/pi
+  drop_layer_loss [L]                                 eval LM loss with layer l removed
+  drop_block_loss.n<k> [L-k+1]                        eval LM loss with layers l..l+k-1 removed
+``metrics.json`` holds perplexity, losses, per-layer tables, config and provenance.
+Writes are atomic: a temporary directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from analysis.errors import MinitronError
+
+TENSORS = "importance.safetensors"
+METRICS = "metrics.json"
+AGGREGATIONS = ("mean", "l2", "var")
+DEFAULT_AGGREGATION = "l2_mean"  # batch=L2, seq=mean, as in the paper
+
+
+@dataclass
+class RunResult:
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metrics: dict
+
+    @property
+    def model_name(self) -> str:
+        return self.metrics["model"]["name"]
+
+    def importance(self, axis: str, aggregation: str = DEFAULT_AGGREGATION) -> torch.Tensor:
+        """axis in {heads, neurons, channels}; aggregation like 'l2_mean' (batch_seq)."""
+        key = axis if aggregation == DEFAULT_AGGREGATION else f"{axis}.{aggregation}"
+        if key not in self.tensors:
+            key = f"{axis}.{aggregation}"
+        return self.tensors[key]
+
+
+def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict, extra: dict[str, Path] | None = None) -> Path:
+    """Write a run directory atomically (temp dir in the same parent, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=_jsonable))
+        for name, src in (extra or {}).items():
+            shutil.copy(src, tmp / name)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Read a run directory written by ``write_run``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / TENSORS).exists() or not (path / METRICS).exists():
+        raise MinitronError(f"{path}: not an analysis run (needs {TENSORS} and {METRICS})")
+    return RunResult(path=path, tensors=load_file(str(path / TENSORS)),
+                     metrics=json.loads((path / METRICS).read_text()))
+
+
+def latest_run(model_name: str, root: str | Path = "runs") -> RunResult | None:
+    """The most recently written complete run of a model under ``root/<model_name>/``, or None."""
+    base = Path(root) / model_name
+    runs = [p for p in base.glob("*") if (p / METRICS).exists() and not p.name.startswith(".")] if base.exists() else []
+    return load_run(max(runs, key=lambda p: (p / METRICS).stat().st_mtime)) if runs else None

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random decoders built from configs, and the embedded default model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from analysis.configs import to_hf_config
+from analysis.registry import Architecture
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY = {
+    "nemotron": Architecture(family="nemotron", layers=4, hidden=32, heads=4, kv_heads=2, head_dim=8, mlp=48,
+                             vocab=97, activation="relu2", norm="layernorm1p", rotary_fraction=0.5,
+                             max_positions=128, tied_embeddings=False),
+    "llama": Architecture(family="llama", layers=4, hidden=32, heads=4, kv_heads=2, head_dim=8, mlp=40,
+                          vocab=89, activation="silu", norm="rmsnorm", max_positions=128, tied_embeddings=True),
+}
+
+
+def tiny_model(family: str, seed: int = 0, **arch_changes) -> torch.nn.Module:
+    """A tiny random decoder in float32 whose norms are perturbed (so LayerNorm1P/RMSNorm weights matter)."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(to_hf_config(TINY[family].replace(**arch_changes)), dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(params=["nemotron", "llama"])
+def tiny(request) -> torch.nn.Module:
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The embedded default (SmolLM2-135M-Instruct), loaded once per session."""
+    from analysis.loading import LoadConfig, load_model
+
+    return load_model(LoadConfig(device="cpu"))

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+from analysis.data import DataConfig, build_splits, load_documents, make_splits, pydoc_documents
+from analysis.errors import MinitronError
+
+
+def test_splits_are_disjoint_and_deterministic():
+    stream = torch.arange(1000)
+    cfg = DataConfig(seq_len=10, calib_samples=30, eval_samples=20, seed=1)
+    a, b = make_splits(stream, cfg), make_splits(stream, cfg)
+    assert torch.equal(a.calib, b.calib) and torch.equal(a.eval, b.eval)
+    starts_c = set((a.calib[:, 0] // 10).tolist())
+    starts_e = set((a.eval[:, 0] // 10).tolist())
+    assert not starts_c & starts_e and len(starts_c) == 30 and len(starts_e) == 20
+    assert torch.equal(a.calib[:, 1:] - a.calib[:, :-1], torch.ones(30, 9, dtype=torch.long))  # contiguous
+    # the evaluation split does not move when the calibration size changes
+    c = make_splits(stream, DataConfig(seq_len=10, calib_samples=5, eval_samples=20, seed=1))
+    assert torch.equal(c.eval, a.eval)
+
+
+def test_too_little_text():
+    with pytest.raises(MinitronError, match="gives 10 windows of 10 tokens"):
+        make_splits(torch.arange(100), DataConfig(seq_len=10, calib_samples=8, eval_samples=4))
+
+
+def test_empty_file(tmp_path):
+    f = tmp_path / "empty.txt"
+    f.write_text("  \n")
+    with pytest.raises(MinitronError, match="holds no text"):
+        load_documents(DataConfig(source=str(f)))
+
+
+def test_folder_of_txt_and_jsonl(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "first"}) + "\n\n" + json.dumps({"text": "x"}) + "\n")
+    assert load_documents(DataConfig(source=str(tmp_path))) == ["first", "x", "second"]
+    (tmp_path / "c.jsonl").write_text('{"body": 1}\n')
+    with pytest.raises(MinitronError, match="c.jsonl:1"):
+        load_documents(DataConfig(source=str(tmp_path)))
+
+
+def test_unknown_source_is_clear():
+    with pytest.raises(MinitronError, match="nonexistent-dataset-xyz"):
+        load_documents(DataConfig(source="nonexistent-dataset-xyz"))
+
+
+def test_default_corpus_is_pydoc_in_key_order():
+    from pydoc_data.topics import topics
+
+    docs = pydoc_documents()
+    assert docs[0] == topics[sorted(topics)[0]] and len(docs) == len(topics)
+
+
+def test_seq_len_longer_than_context(smol):
+    with pytest.raises(MinitronError, match="longer than the model's context"):
+        build_splits(smol.tokenizer, DataConfig(seq_len=9000), max_positions=8192)
+
+
+def test_build_splits_on_default_corpus(smol):
+    s = build_splits(smol.tokenizer, DataConfig(seq_len=128, calib_samples=4, eval_samples=2))
+    assert s.calib.shape == (4, 128) and s.eval.shape == (2, 128)
+    assert s.meta["stream_tokens"] > 100_000 and s.meta["source"] == "pydoc"

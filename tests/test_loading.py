@@ -1,0 +1,83 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis.adapter import DecoderAdapter
+from analysis.errors import MinitronError, WeightsNotFound
+from analysis.loading import LoadConfig, load_model, save_safetensors
+from tests.conftest import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_embedded_default_loads_with_tokenizer(smol):
+    assert type(smol.model).__name__ == "LlamaForCausalLM"
+    assert smol.adapter.tied and smol.adapter.num_layers == 30
+    assert smol.provenance["kind"] == "gguf" and smol.provenance["params"] == 134515008
+    ids = smol.tokenizer("def main():\n    return 0", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = smol.model(torch.tensor([ids])).logits
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1], torch.tensor(ids[1:]))
+    assert loss.item() < 5.0  # a real language model, not random weights (log(49152) = 10.8)
+
+
+@pytest.mark.parametrize("model", ["8B", "minitron-4b", "15B"])
+def test_missing_weights_fail_cleanly(model, tmp_path):
+    r = _cli("analyze", "--model", model, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr
+    assert "--model /path" in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_unknown_model_fails_cleanly(tmp_path):
+    r = _cli("analyze", "--model", "nonesuch", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown model 'nonesuch'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_local_directory_round_trip(tmp_path):
+    model = tiny_model("nemotron")
+    model.config.save_pretrained(tmp_path)
+    save_safetensors(model, tmp_path)
+    lm = load_model(LoadConfig(model=str(tmp_path), device="cpu"))
+    x = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(x).logits, model(x).logits)
+    assert lm.provenance["kind"] == "directory" and len(lm.provenance["weights_fingerprint"]) == 16
+
+
+def test_pickle_weights_refused_unless_allowed(tmp_path):
+    model = tiny_model("llama")
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(MinitronError, match="--allow-pickle"):
+        load_model(LoadConfig(model=str(tmp_path), device="cpu"))
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(WeightsNotFound, match="no config.json"):
+        load_model(LoadConfig(model=str(tmp_path), device="cpu"))
+
+
+def test_random_init_builds_real_weights_on_cpu():
+    lm = load_model(LoadConfig(model="smollm2-135m", random_init=True, device="cpu", seed=3))
+    assert lm.tokenizer is None and lm.provenance["kind"] == "random-init"
+    assert DecoderAdapter(lm.model).num_layers == 30
+
+
+def test_adapter_run_from_matches_full_forward(tiny):
+    ad = DecoderAdapter(tiny)
+    x = torch.randint(0, tiny.config.vocab_size, (2, 11))
+    with torch.no_grad():
+        h = ad.run_from(ad.embed(x), range(ad.num_layers))
+        torch.testing.assert_close(ad.lm_head(h), tiny(x).logits)
+    assert ad.num_layers == 4  # restored after keep_layers
