@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from analysis.errors import MinitronError
@@ -30,10 +31,17 @@ HF_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "llama3", "llama3.1", "gemma", 
 LICENSE_TITLES = {"nvidia-open-model-license": "NVIDIA Open Model License Agreement (June 2024)"}
 
 
+class Sandbox(SandboxedEnvironment):
+    """jinja2's sandbox, but an unsafe attribute fails at once instead of rendering as an empty string."""
+
+    def unsafe_undefined(self, obj, attribute):
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
 def environment(extra_dir: Path | None = None) -> SandboxedEnvironment:
     """A sandboxed jinja2 environment over our templates (and a user's template directory first)."""
     dirs = ([str(extra_dir)] if extra_dir else []) + [str(TEMPLATES)]
-    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(dirs), keep_trailing_newline=True,
+    return Sandbox(loader=jinja2.FileSystemLoader(dirs), keep_trailing_newline=True,
                                 trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
@@ -92,7 +100,7 @@ def render(card: CardData, template: str | Path | None = None) -> str:
         return tidy(env.get_template(name).render(**context(card)))
     except jinja2.TemplateSyntaxError as exc:
         raise MinitronError(f"template {exc.filename or name}:{exc.lineno}: syntax error: {exc.message}") from None
-    except jinja2.exceptions.SecurityError as exc:
+    except SecurityError as exc:
         raise MinitronError(f"template {name}: refused by the sandbox: {_one_line(exc)}") from None
     except jinja2.TemplateError as exc:
         raise MinitronError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
