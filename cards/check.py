@@ -120,6 +120,11 @@ def _actual(arch: Architecture, field: str) -> int:
     return getattr(arch, field)
 
 
+def _by_name(name: str):
+    """Registry entry for a name, alias, HF id or display name."""
+    return lookup(name) or next((m for m in MODELS if (m.display_name or "").lower() == name.lower()), None)
+
+
 def card_model(text: str, path: Path, model: str | None) -> tuple[str | None, Architecture | None]:
     """The model unattributed claims belong to: --model, a config.json beside the card, or the card's title."""
     if model:
@@ -134,7 +139,7 @@ def card_model(text: str, path: Path, model: str | None) -> tuple[str | None, Ar
         return "config", read_architecture(path.parent)
     body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter may hold YAML comments
     title = re.search(r"^# (.+)$", body, flags=re.M)
-    spec = lookup(title.group(1).strip()) if title else None
+    spec = _by_name(title.group(1).strip()) if title else None
     return (spec.name, spec.arch) if spec else (None, None)
 
 
