@@ -80,7 +80,7 @@ def _sentence_claims(n: int, sentence: str, default: str | None) -> list[Claim]:
     names, claims = _mentions(sentence), []
     for field, patterns in PATTERNS.items():
         for pattern in patterns:
-            for m in re.finditer(pattern, sentence, flags=re.I):
+            for m in re.finditer(pattern, sentence, flags=re.IGNORECASE):
                 before = [reg for pos, reg in names if pos < m.start(1)]
                 model = before[-1] if before else (names[0][1] if names else default)
                 if model:
@@ -137,8 +137,8 @@ def card_model(text: str, path: Path, model: str | None) -> tuple[str | None, Ar
         return spec.name, spec.arch
     if (path.parent / "config.json").exists():
         return "config", read_architecture(path.parent)
-    body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter may hold YAML comments
-    title = re.search(r"^# (.+)$", body, flags=re.M)
+    body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.DOTALL)  # front matter may hold YAML comments
+    title = re.search(r"^# (.+)$", body, flags=re.MULTILINE)
     spec = _by_name(title.group(1).strip()) if title else None
     return (spec.name, spec.arch) if spec else (None, None)
 

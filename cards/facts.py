@@ -43,13 +43,13 @@ class PublishedFacts:
                                                       "HumanEval": HUMANEVAL_URL})
 
 
-_STUDENT = dict(
-    trained="between February and June 2024",
-    pruned_axes=("embedding channels (hidden size)", "attention heads", "MLP intermediate neurons"),
-    training_data="the continued pre-training corpus of Nemotron-4 15B",
-    data_extras="a small share of question-answering and alignment-style data in the continued-training mix",
-    data_cutoff="June 2023",
-)
+_STUDENT = {
+    "trained": "between February and June 2024",
+    "pruned_axes": ("embedding channels (hidden size)", "attention heads", "MLP intermediate neurons"),
+    "training_data": "the continued pre-training corpus of Nemotron-4 15B",
+    "data_extras": "a small share of question-answering and alignment-style data in the continued-training mix",
+    "data_cutoff": "June 2023",
+}
 
 # Keyed by registry name. The published card names the pruned axes for the family as a whole; the
 # cards compute from the registry how far each axis actually shrank for each student.

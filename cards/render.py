@@ -25,8 +25,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAIN = "modelcard.md.j2"
 SECTIONS = ("overview", "license", "architecture", "usage", "training", "evaluation", "inference", "limitations",
             "ethics", "analysis")
-SECTIONS = ("overview", "license", "architecture", "usage", "training", "evaluation", "inference", "limitations",
-            "ethics", "analysis")
 HF_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "llama3", "llama3.1", "gemma", "openrail"}
 LICENSE_TITLES = {"nvidia-open-model-license": "NVIDIA Open Model License Agreement (June 2024)"}
 
@@ -82,7 +80,8 @@ def context(card: CardData) -> dict:
     """Everything templates see: the card and a few derived values."""
     students = [m.display_name for m in MODELS if m.teacher == card.name]
     return {
-        "card": card, "sections": SECTIONS, "front_matter": front_matter(card), "evals": card.evals, "students": students,
+        "card": card, "sections": SECTIONS, "front_matter": front_matter(card), "evals": card.evals,
+        "students": students,
         "license_title": LICENSE_TITLES.get(card.license, card.license or "license"),
         "paper_url": F.PAPER_URL, "harness_url": F.HARNESS_URL, "security_url": F.SECURITY_URL,
         "analyze_ref": str(card.source_dir) if card.source_dir else card.name,
@@ -111,11 +110,6 @@ def tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
 
 
-def tidy(text: str) -> str:
-    """At most one blank line in a row, one newline at the end (templates stay readable, output tidy)."""
-    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
-
-
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
@@ -124,7 +118,7 @@ def to_html(markdown: str, card_dir: Path, title: str) -> str:
     """A self-contained HTML page: front matter dropped, figures inlined as base64 data URIs."""
     from markdown_it import MarkdownIt
 
-    body = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.S)
+    body = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.DOTALL)
     html = MarkdownIt("commonmark").enable("table").render(body)
 
     def inline(match: re.Match) -> str:

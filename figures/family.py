@@ -22,7 +22,7 @@ def _tokens(x, _pos) -> str:
 
 def mmlu_vs_tokens(ax=None):
     """MMLU (5-shot) against training tokens, log x: the Minitron students need ~40x fewer tokens."""
-    fig, ax = style.new_axes(ax, figsize=(7.5, 4.8))
+    _, ax = style.new_axes(ax, figsize=(7.5, 4.8))
     for p in TOKENS_VS_MMLU:
         c = style.color(1) if p.minitron else style.color(0)
         ax.scatter(p.tokens, p.mmlu, s=70 if p.minitron else 45, color=c, zorder=3,
@@ -61,7 +61,7 @@ def benchmark_table() -> tuple[list[str], list[str], np.ndarray]:
 def benchmark_comparison(ax=None):
     """Grouped bars: Nemotron-4 15B, Minitron 8B and 4B, and peers, on the paper's nine benchmarks."""
     models, labels, values = benchmark_table()
-    fig, ax = style.new_axes(ax, figsize=(12, 4.8))
+    _, ax = style.new_axes(ax, figsize=(12, 4.8))
     width = 0.8 / len(models)
     x = np.arange(len(labels))
     for i, model in enumerate(models):

@@ -29,12 +29,13 @@ def head_heatmap(run, keep_per_group: int | None = None, ax=None):
     L, H = scores.shape
     groups = _kv_heads(run) if H % _kv_heads(run) == 0 else 1
     k = keep_per_group or max(1, H // groups // 2)
-    fig, ax = style.new_axes(ax, figsize=(max(6.0, 0.32 * H + 2.5), max(3.5, 0.3 * L + 1.8)))
+    _, ax = style.new_axes(ax, figsize=(min(12.0, max(6.0, 0.22 * H + 2.5)), min(8.0, max(3.5, 0.2 * L + 1.8))))
+    lw = 1.4 if L * H <= 256 else 0.8  # thinner outlines once cells are small
     sns.heatmap(scores.numpy(), ax=ax, cmap=style.SEQUENTIAL, cbar_kws={"label": "head importance (L2 of head output)"},
                 xticklabels=max(1, H // 16), yticklabels=max(1, L // 16))
     ax.grid(False)
     for layer, head in heads_kept(scores, groups, k).nonzero().tolist():
-        ax.add_patch(Rectangle((head, layer), 1, 1, fill=False, edgecolor=style.color(1), lw=1.4))
+        ax.add_patch(Rectangle((head, layer), 1, 1, fill=False, edgecolor=style.color(1), lw=lw))
     for g in range(1, groups):  # group boundaries
         ax.axvline(g * H // groups, color="white", lw=2)
     ax.set_xlabel(f"query head (grouped by key/value head: {groups} groups of {H // groups})")
@@ -51,7 +52,7 @@ def neuron_importance(run, ax=None):
     """
     scores = run.tensors["neurons"].numpy()  # (L, F)
     L, F = scores.shape
-    fig, ax = style.new_axes(ax)
+    _, ax = style.new_axes(ax)
     cmap = plt.get_cmap("viridis")
     x = np.arange(1, F + 1) / F
     for layer in range(L):
@@ -62,7 +63,7 @@ def neuron_importance(run, ax=None):
     ax.set_ylabel(f"neuron importance (aggregated activation{_log_note(scores)})")
     ax.set_title(f"MLP neuron importance, sorted within each layer\n{style.subtitle(run)}")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, L - 1))
-    fig.colorbar(sm, ax=ax, label="layer index", pad=0.01)
+    ax.figure.colorbar(sm, ax=ax, label="layer index", pad=0.01)
     ax.legend(loc="lower left")
     return ax
 
@@ -98,7 +99,7 @@ def channel_importance(run, ax=None):
     """
     scores = np.sort(run.tensors["channels"].numpy())[::-1]  # (D,)
     D = len(scores)
-    fig, ax = style.new_axes(ax)
+    _, ax = style.new_axes(ax)
     ax.fill_between(np.arange(D), scores, color=style.color(0), alpha=0.25, lw=0)
     ax.plot(np.arange(D), scores, color=style.color(0), lw=1.8, label="channel importance")
     _cut_lines(ax, "hidden", label="keeps", size=D)

@@ -55,7 +55,7 @@ def block_drop_curves(run, ax=None):
 
     Like Figure 8 of arXiv:2408.11796: the first and last layers tend to matter most.
     """
-    fig, ax = style.new_axes(ax)
+    _, ax = style.new_axes(ax)
     keys = sorted((k for k in run.tensors if k.startswith("drop_block_loss.n")), key=lambda k: int(k.split(".n")[1]))
     for i, key in enumerate(keys):
         n = int(key.split(".n")[1])

@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)  # figures are written to files; never open a window
 
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
 
 PALETTE = sns.color_palette("colorblind")  # Okabe-Ito-like, safe for the common colour-vision deficiencies
 SEQUENTIAL = "mako_r"  # light = low, dark = high; perceptually uniform

@@ -6,16 +6,16 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from typer.testing import CliRunner
 
-from analysis.keepsets import heads_kept, kept_overlap, ranks, spearman  # noqa: E402
-from analysis.results import load_run  # noqa: E402
-from figures import family, importance, layers  # noqa: E402
-from figures.render import FAMILY_FIGURES, RUN_FIGURES, draw_family, draw_run  # noqa: E402
-from tests.synthetic import synthetic_run  # noqa: E402
+from analysis.keepsets import heads_kept, kept_overlap, ranks, spearman
+from analysis.results import load_run
+from figures import family, importance, layers
+from figures.render import FAMILY_FIGURES, RUN_FIGURES, draw_family, draw_run
+from tests.synthetic import synthetic_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -107,5 +107,5 @@ def test_cli_figures_on_a_non_run_is_one_line_error(tmp_path):
     import sys
 
     r = subprocess.run([sys.executable, "cli.py", "figures", "--run", str(tmp_path)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120)
+                       cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120, check=False)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an analysis run" in r.stderr
