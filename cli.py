@@ -2,6 +2,9 @@
 
     python cli.py models [--json]
     python cli.py analyze [--model NAME] [--data SRC] ...
+    python cli.py figures [--run DIR] [--out DIR]
+    python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
+    python cli.py card --check PATH [--model M]
 """
 
 from __future__ import annotations
@@ -101,10 +104,61 @@ def _draw_figures(run_dir) -> None:
     console.print(f"figures: {len(written)} files in {run_dir / 'figures'}")
 
 
+@app.command()
+def figures(
+    run: str = typer.Option(None, "--run", help="an analysis run directory (default: registry figures only)"),
+    out: str = typer.Option(None, "--out", help="output directory (default: <run>/figures, or figures/out)"),
+):
+    """Draw figures as PNG and SVG: a run's analysis figures, or the family's registry figures."""
+    from figures.render import draw_family, draw_run
+
+    written = draw_run(run, out) if run else draw_family(out or "figures/out")
+    for path in written:
+        print(path)
+
+
+@app.command()
+def card(
+    model: str = typer.Option(None, "--model", "-m", help="registry name/alias (8B, 4B, 15B), model or run directory"),
+    all_models: bool = typer.Option(False, "--all", help="cards for Nemotron-4 15B, Minitron-8B and Minitron-4B"),
+    out: str = typer.Option(None, "--out", help="output directory (default cards/out/<model>/)"),
+    template: str = typer.Option(None, "--template", help="your own jinja2 template (rendered in a sandbox)"),
+    fmt: str = typer.Option("md", "--format", help="md (README.md + figures) or html (one self-contained file)"),
+    check: str = typer.Option(None, "--check", help="check a card's architecture claims instead of writing one"),
+    runs: str = typer.Option("runs", "--runs", help="where analysis runs live (runs/<model>/<run-id>/)"),
+):
+    """Write a model card (front matter, architecture from config, published numbers, analysis), or check one."""
+    if check:
+        _check_card(check, model)
+        return
+    from cards.publish import FAMILY, write_cards
+
+    if bool(model) == all_models:
+        raise MinitronError("pass exactly one of --model M or --all (or --check PATH)")
+    for path in write_cards(list(FAMILY) if all_models else [model], out, template, fmt, runs):
+        print(path)
+
+
+def _check_card(path: str, model: str | None) -> None:
+    from cards.check import check_card
+
+    claims, bad = check_card(path, model)
+    if not claims:
+        raise MinitronError(f"{path}: no architecture claims found (pass --model if the card names no model)")
+    for d in bad:
+        print(f"{path}:{d}")
+    summary = f"{len(claims)} architecture claims checked, {len(bad)} disagree"
+    console.print(summary)
+    if bad:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MinitronError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

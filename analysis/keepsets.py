@@ -1,0 +1,56 @@
+"""Which units a width target keeps, and how two rankings agree: small pure functions.
+
+Shapes: L layers, H query heads, G key/value groups (H divisible by G), N units of one axis.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:
+    """Boolean mask [L, H] of the heads kept when every GQA group keeps its top ``keep_per_group``.
+
+    Query heads are pruned within their key/value group (heads g*H/G .. (g+1)*H/G - 1 share group g),
+    and every layer keeps the same number, as Minitron does.
+    """
+    layers, heads = scores.shape  # (L, H)
+    per_group = heads // kv_heads
+    if heads % kv_heads or not 0 < keep_per_group <= per_group:
+        raise ValueError(f"cannot keep {keep_per_group} of {per_group} heads per group ({heads} heads, {kv_heads} groups)")
+    grouped = scores.reshape(layers, kv_heads, per_group)  # (L, G, H/G)
+    top = grouped.topk(keep_per_group, dim=-1).indices
+    mask = torch.zeros_like(grouped, dtype=torch.bool).scatter_(-1, top, True)
+    return mask.reshape(layers, heads)
+
+
+def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of a 1-D score vector [N]."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[scores.topk(k).indices] = True
+    return mask
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..N-1 of a 1-D tensor in float64, ties averaged (as in Spearman's definition)."""
+    x = x.double().flatten()
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(len(x), dtype=torch.float64)
+    for value in x.unique()[x.unique(return_counts=True)[1] > 1]:  # ties are rare; loop is fine
+        tied = x == value
+        r[tied] = r[tied].mean()
+    return r
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation: Pearson correlation of the ranks of two equal-length vectors."""
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.square().sum() * rb.square().sum()).sqrt()
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def kept_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
+    """Share of the top-``k`` set of ``a`` that is also in the top-``k`` set of ``b`` (0..1)."""
+    return float((topk_mask(a, k) & topk_mask(b, k)).sum()) / k

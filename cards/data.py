@@ -1,0 +1,265 @@
+"""Typed card data, built from the registry or a model directory plus the latest analysis run.
+
+Templates only format what is here; nothing in a card is typed by hand except our prose.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis.errors import MinitronError
+from analysis.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
+from analysis.results import RunResult, latest_run, load_run
+from cards.facts import PublishedFacts, facts_for
+
+PRUNE_RECIPE = "prune_recipe.json"
+ACTIVATIONS = {"relu2": "squared ReLU", "silu": "SiLU (gated)", "gelu": "GELU"}
+NORMS = {"layernorm1p": "LayerNorm1P (weight + 1, with bias)", "rmsnorm": "RMSNorm"}
+FAMILY_TAGS = ("nvidia", "minitron", "nemotron", "pruning", "distillation", "pytorch")
+
+# (Architecture field or params key, table label). ``cards.check`` parses these labels back.
+ARCH_ROWS: tuple[tuple[str, str], ...] = (
+    ("family", "model type (transformers)"), ("layers", "layers"), ("hidden", "hidden size (embedding channels)"),
+    ("heads", "attention heads"), ("kv_heads", "key/value heads (GQA groups)"), ("head_dim", "head dimension"),
+    ("mlp", "MLP intermediate size"), ("vocab", "vocabulary size"), ("activation", "MLP activation"),
+    ("norm", "normalization"), ("rotary_fraction", "rotary share of head dimension"), ("rope_theta", "RoPE theta"),
+    ("max_positions", "context length (positions)"), ("tied_embeddings", "tied input/output embeddings"),
+    ("params_total", "parameters, total"), ("params_non_embedding", "parameters, non-embedding"),
+)
+
+
+@dataclass
+class Row:
+    label: str
+    value: str
+
+
+@dataclass
+class Figure:
+    name: str  # file stem, e.g. "layer_sensitivity"
+    caption: str
+    path: str  # relative to the card directory, e.g. "figures/layer_sensitivity.png"
+
+
+@dataclass
+class RunSummary:
+    """The numbers and provenance of one analysis run, as a card shows them."""
+
+    path: str
+    run_id: str
+    created: str
+    model_ref: str
+    weights: str  # fingerprint
+    dtype: str
+    device: str
+    data: dict  # source, protocol, config, hashes
+    eval: dict  # loss, perplexity, tokens_scored, protocol
+    layers: list[dict]  # per-layer rows of metrics.json
+    least_important: list[int]  # layers whose removal hurts least (by drop loss)
+    most_important: list[int]
+    best_blocks: list[dict]  # per block size: start of the cheapest block to drop and its loss
+    spearman: float | None  # Block Importance vs drop-one-layer loss
+    versions: dict
+    total_s: float | None
+    architecture: dict = field(default_factory=dict)  # shape of the analysed model
+    figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass
+class PruneInfo:
+    """prune_recipe.json written next to config.json by the pruning step."""
+
+    teacher: str
+    teacher_params: int
+    params: int
+    target: dict
+    depth_metric: str
+    aggregation: str
+    ppl_before: float | None = None
+    ppl_after: float | None = None
+
+
+@dataclass
+class CardData:
+    """Everything a model card says, typed."""
+
+    name: str  # registry name or directory name; cards/out/<name>/
+    display_name: str
+    arch: Architecture
+    role: str = "model"  # teacher, student, follow-up, default, pruned, model
+    hf_id: str | None = None
+    usage_path: str = ""  # what from_pretrained gets in the usage snippet
+    description: str = ""
+    license: str = ""
+    license_link: str = ""
+    teacher: ModelSpec | None = None
+    teacher_name: str = ""
+    training_tokens: str = ""
+    paper: str = ""
+    evals: list[EvalResult] = field(default_factory=list)
+    facts: PublishedFacts | None = None
+    analysis: RunSummary | None = None
+    prune: PruneInfo | None = None
+    figures: list[Figure] = field(default_factory=list)  # family figures (registry models only)
+    tags: list[str] = field(default_factory=list)
+    source_dir: Path | None = None  # model directory the card was built from
+
+    @property
+    def params(self) -> dict[str, int]:
+        return self.arch.params()
+
+    @property
+    def arch_rows(self) -> list[Row]:
+        """The architecture table, generated from ``arch``."""
+        return [Row(label, _arch_value(self.arch, key)) for key, label in ARCH_ROWS]
+
+    @property
+    def base_model(self) -> str | None:
+        """The teacher's Hugging Face id (students); None when the teacher has none."""
+        return self.teacher.hf_id if self.teacher else None
+
+    @property
+    def run_mismatch(self) -> list[str]:
+        """Shape fields where the analysed model differs from the card's architecture (say so, never hide it)."""
+        if not self.analysis:
+            return []
+        ran = self.analysis.architecture
+        return [f"{k} {ran[k]} (card: {getattr(self.arch, k)})" for k in ("layers", "hidden", "heads", "kv_heads", "mlp")
+                if k in ran and ran[k] != getattr(self.arch, k)]
+
+    @property
+    def shrink(self) -> list[Row]:
+        """How far each width axis shrank relative to the teacher (students only)."""
+        if not self.teacher:
+            return []
+        t = self.teacher.arch
+        return [Row(label, f"{getattr(self.arch, key):,} of {getattr(t, key):,}"
+                    + (" (unchanged)" if getattr(self.arch, key) == getattr(t, key) else ""))
+                for key, label in (("hidden", "embedding channels"), ("heads", "attention heads"),
+                                   ("mlp", "MLP neurons"), ("layers", "layers"))]
+
+
+def _arch_value(a: Architecture, key: str) -> str:
+    if key.startswith("params_"):
+        n = a.params()[key.removeprefix("params_")]
+        return f"{n:,} ({n / 1e9:.3f}B)"
+    v = getattr(a, key)
+    if key == "activation":
+        return f"{ACTIVATIONS.get(v, v)} (`{v}`)"
+    if key == "norm":
+        return NORMS.get(v, v)
+    if key == "rotary_fraction":
+        return f"{v:.0%}"
+    if key == "tied_embeddings":
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if key in ("vocab", "max_positions") else str(v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def summarize_run(run: RunResult) -> RunSummary:
+    """The card's view of an analysis run: headline numbers, ranked layers, provenance."""
+    m = run.metrics
+    layers = m.get("layers", [])
+    by_drop = sorted(layers, key=lambda r: r["drop_loss"])
+    best = []
+    for size, b in sorted(m.get("blocks", {}).items(), key=lambda kv: int(kv[0])):
+        if b.get("loss"):
+            i = min(range(len(b["loss"])), key=b["loss"].__getitem__)
+            best.append({"size": int(size), "start": b["start"][i], "loss": b["loss"][i]})
+    return RunSummary(
+        path=str(run.path), run_id=m.get("run_id", run.path.name), created=m.get("created", ""),
+        model_ref=m["model"].get("ref", ""), weights=m["model"].get("weights_fingerprint", ""),
+        dtype=m["model"].get("dtype", ""), device=m["model"].get("device", ""), data=m.get("data", {}),
+        eval=m.get("eval", {}), layers=layers, least_important=[r["layer"] for r in by_drop[:3]],
+        most_important=[r["layer"] for r in by_drop[::-1][:3]], best_blocks=best,
+        spearman=m.get("rank_agreement", {}).get("spearman_bi_vs_drop_loss"),
+        versions=m.get("versions", {}), total_s=m.get("timings", {}).get("total_s"),
+        architecture=m.get("architecture", {}),
+    )
+
+
+def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | None = None) -> CardData:
+    """Card data of a registry model, with its latest analysis run under ``runs_root`` if any."""
+    teacher = lookup(spec.teacher) if spec.teacher else None
+    run = run or latest_run(spec.name, runs_root)
+    family = spec.role in ("teacher", "student")
+    return CardData(
+        name=spec.name, display_name=spec.display_name or spec.name, arch=spec.arch, role=spec.role,
+        hf_id=spec.hf_id, usage_path=spec.hf_id or f"/path/to/{spec.name}", description=spec.description,
+        license=spec.license, license_link=spec.license_link, teacher=teacher,
+        teacher_name=teacher.display_name if teacher else "", training_tokens=spec.training_tokens,
+        paper=spec.paper, evals=list(spec.evals), facts=facts_for(spec.name),
+        analysis=summarize_run(run) if run else None,
+        tags=list(FAMILY_TAGS if family else ("minitron-lab", "pytorch")),
+    )
+
+
+def read_recipe(model_dir: Path) -> PruneInfo | None:
+    """prune_recipe.json of a pruned model directory, or None."""
+    path = model_dir / PRUNE_RECIPE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return PruneInfo(**{k: raw.get(k) for k in PruneInfo.__dataclass_fields__})
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise MinitronError(f"{path}: not a valid prune recipe ({type(exc).__name__}: {exc})") from None
+
+
+def read_architecture(model_dir: Path) -> Architecture:
+    """The Architecture of a model directory's config.json."""
+    from transformers import AutoConfig
+
+    from analysis.configs import from_hf_config
+
+    if not (model_dir / "config.json").exists():
+        raise MinitronError(f"{model_dir}: not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise MinitronError(f"{model_dir}/config.json: unreadable ({str(exc).splitlines()[0]})") from None
+    return from_hf_config(config)
+
+
+def from_directory(model_dir: str | Path, runs_root: str | Path = "runs") -> CardData:
+    """Card data of a local (e.g. pruned) model directory from config.json and prune_recipe.json."""
+    model_dir = Path(model_dir).resolve()
+    arch, recipe = read_architecture(model_dir), read_recipe(model_dir)
+    teacher = lookup(recipe.teacher) if recipe and recipe.teacher else None
+    run = latest_run(model_dir.name, runs_root)
+    licence = teacher.license if teacher else ""
+    return CardData(
+        name=model_dir.name, display_name=model_dir.name, arch=arch, role="pruned" if recipe else "model",
+        usage_path=str(model_dir), license=licence, license_link=teacher.license_link if teacher else "",
+        teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
+        description=_directory_description(recipe), prune=recipe, analysis=summarize_run(run) if run else None,
+        tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=model_dir,
+    )
+
+
+def _directory_description(recipe: PruneInfo | None) -> str:
+    if recipe is None:
+        return "A local decoder checkpoint described from its config.json."
+    return f"{recipe.teacher} pruned by Minitron Lab to {recipe.params / 1e6:,.1f}M parameters."
+
+
+def build(model: str, runs_root: str | Path = "runs") -> CardData:
+    """Card data for a registry name/alias, a model directory, or an analysis run directory."""
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "metrics.json").exists():  # a run: card of the model it analysed
+        run = load_run(path)
+        spec = lookup(run.metrics["model"].get("name", "")) or lookup(run.metrics["model"].get("ref", ""))
+        if spec is None:
+            raise MinitronError(f"{path}: the analysed model '{run.model_name}' is not in the registry; "
+                                "pass its model directory instead")
+        return from_spec(spec, runs_root, run=run)
+    if path.is_dir():
+        return from_directory(path, runs_root)
+    spec = lookup(model)
+    if spec is None:
+        valid = ", ".join(s.aliases[0] if s.aliases else s.name for s in MODELS)
+        raise MinitronError(f"unknown model '{model}': not a registry name ({valid}) nor a model directory")
+    return from_spec(spec, runs_root)

@@ -1,0 +1,64 @@
+"""Facts stated in NVIDIA's published Minitron model card that are not architecture or scores.
+
+Transcribed as data (dates, engines, data properties) so templates word them in our own prose;
+architecture and evaluation numbers come from ``analysis.registry``, never from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CARD_URL = "https://huggingface.co/nvidia/Minitron-8B-Base"
+PAPER_URL = "https://arxiv.org/abs/2407.14679"
+SECURITY_URL = "https://www.nvidia.com/en-us/support/submit-security-vulnerability/"
+MMLU_URL = "https://arxiv.org/abs/2009.03300"
+HARNESS_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+HUMANEVAL_URL = "https://github.com/openai/human-eval"
+
+
+@dataclass(frozen=True)
+class PublishedFacts:
+    """What the developer published about a model beyond its shape and scores."""
+
+    developer: str = "NVIDIA"
+    intended_use: str = "research and development only"
+    trained: str = ""  # when training ran
+    architecture_type: str = "Transformer decoder (auto-regressive language model)"
+    network: str = "Nemotron-4"
+    attention: tuple[str, ...] = ("Grouped-Query Attention (GQA)", "Rotary Position Embeddings (RoPE)")
+    pruned_axes: tuple[str, ...] = ()  # what pruning removed
+    io: str = "text in (a string), text out (a string); no further input or output parameters"
+    training_data: str = ""  # corpus used for distillation
+    data_collection: str = "hybrid"
+    labeling: str = "not applicable"
+    data_languages: str = "English and multilingual natural language, plus source code"
+    data_documents: tuple[str, ...] = ("web pages", "dialogue", "articles", "other written material")
+    data_domains: tuple[str, ...] = ("legal", "math", "science", "finance")
+    data_extras: str = ""  # what continued training added
+    data_cutoff: str = ""  # freshness of the pre-training data
+    inference_engine: str = "TensorRT-LLM"
+    test_hardware: str = "NVIDIA A100"
+    inference_dtypes: tuple[str, ...] = ("float16", "bfloat16")
+    eval_links: dict = field(default_factory=lambda: {"MMLU": MMLU_URL, "zero-shot": HARNESS_URL,
+                                                      "HumanEval": HUMANEVAL_URL})
+
+
+_STUDENT = {
+    "trained": "between February and June 2024",
+    "pruned_axes": ("embedding channels (hidden size)", "attention heads", "MLP intermediate neurons"),
+    "training_data": "the continued pre-training corpus of Nemotron-4 15B",
+    "data_extras": "a small share of question-answering and alignment-style data in the continued-training mix",
+    "data_cutoff": "June 2023",
+}
+
+# Keyed by registry name. The published card names the pruned axes for the family as a whole; the
+# cards compute from the registry how far each axis actually shrank for each student.
+FACTS: dict[str, PublishedFacts] = {
+    "minitron-8b": PublishedFacts(**_STUDENT),
+    "minitron-4b": PublishedFacts(**_STUDENT),
+}
+
+
+def facts_for(name: str) -> PublishedFacts | None:
+    """Published facts of a registry model, or None when the published card does not cover it."""
+    return FACTS.get(name)

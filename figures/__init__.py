@@ -1,0 +1,1 @@
+"""Plotting functions: analysis results in, matplotlib figures out. They never save or show."""

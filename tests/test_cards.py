@@ -1,0 +1,268 @@
+"""Model cards: golden sections, Hugging Face front matter, published facts, --check, sandbox, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+from typer.testing import CliRunner
+
+from analysis.errors import MinitronError
+from analysis.registry import get
+from cards import build, from_spec, render, write_card, write_card_for_directory, write_cards
+from cards.check import check_card
+from cli import app
+from tests.synthetic import synthetic_run
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "templates"
+GOLDEN = Path(__file__).parent / "golden"
+PUBLISHED = Path("/work/shared/seeds/minitron-model-card.md")
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate golden files, then review the diff
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (cli.main), so error formatting and exit codes are what users get."""
+    return subprocess.run([sys.executable, "cli.py", *args], capture_output=True, text=True, cwd=ROOT, timeout=180,
+                          check=False)
+
+
+def published_text() -> str:
+    if not PUBLISHED.exists():
+        pytest.skip("the published Minitron card is not in /work/shared/seeds")
+    return PUBLISHED.read_text()
+
+
+@pytest.fixture(scope="module")
+def family_cards(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cards")
+    paths = write_cards(["15B", "8B", "4B"], out=out, runs_root=out / "no-runs")
+    return {p.parent.name: p for p in paths}
+
+
+# --- golden sections ----------------------------------------------------------------------------
+@pytest.mark.parametrize("model,section", [("4B", "architecture"), ("8B", "evaluation"), ("8B", "overview"),
+                                           ("15B", "overview"), ("8B", "analysis")])
+def test_golden_sections(tmp_path, model, section):
+    runs = tmp_path / "runs"
+    if section == "analysis":
+        synthetic_run(runs / get(model).name / "r1", name=get(model).name)
+    text = render(from_spec(get(model), runs_root=runs), FIXTURES / f"{section}.j2")
+    golden = GOLDEN / f"{get(model).name}.{section}.md"
+    if UPDATE:
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+# --- front matter --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["minitron-8b", "minitron-4b", "nemotron-4-15b"])
+def test_front_matter_round_trips_through_huggingface_hub(family_cards, name):
+    from huggingface_hub import ModelCard
+
+    text = family_cards[name].read_text()
+    card = ModelCard(text)
+    data = card.data.to_dict()
+    spec = get(name)
+    assert data["license"] == "other" and data["license_name"] == "nvidia-open-model-license"
+    assert data["license_link"] == spec.license_link
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+    assert "minitron" in data["tags"]
+    assert "base_model" not in data  # the teacher has no Hugging Face id: omitted ...
+    if spec.teacher:
+        assert "# base_model is omitted" in text  # ... and said so
+    results = card.data.eval_results
+    assert len(results) == len(spec.evals)
+    assert {(r.dataset_name, r.metric_value, r.source_name) for r in results} == {
+        (e.task, e.value, e.source) for e in spec.evals}
+    assert ModelCard(str(card)).data.to_dict() == data  # re-serialised, reads back the same
+
+
+def test_base_model_is_the_teachers_hub_id_when_it_has_one(tmp_path):
+    model_dir = _pruned_dir(tmp_path, teacher="smollm2-135m")
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(write_card_for_directory(model_dir, runs_root=tmp_path / "runs").read_text())
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+
+
+# --- published facts -----------------------------------------------------------------------------
+def _published_scores(text: str, display: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.strip().startswith(f"| {display} |")]
+    return [n for row in rows for n in re.findall(r"\d+\.\d", row)]
+
+
+@pytest.mark.parametrize("name,display", [("minitron-8b", "Minitron-8B-Base"), ("minitron-4b", "Minitron-4B-Base")])
+def test_every_published_evaluation_number_is_in_our_card(family_cards, name, display):
+    scores = _published_scores(published_text(), display)
+    assert len(scores) == 7  # MMLU; HellaSwag, Winogrande, GSM8K, ARC-C, XLSum; HumanEval
+    ours = family_cards[name].read_text()
+    table = ours.split("## Evaluation results")[1].split("## Inference")[0]
+    for score in scores:
+        assert f"| {score} |" in table, score
+
+
+def test_published_facts_are_in_the_8b_card_in_our_own_words(family_cards):
+    ours, theirs = family_cards["minitron-8b"].read_text(), published_text()
+    for fact in ("NVIDIA", "February and June 2024", "research and development only", "94B", "June 2023",
+                 "TensorRT-LLM", "NVIDIA A100", "float16", "bfloat16", "Grouped-Query Attention", "Rotary Position",
+                 "Nemotron-4", "hybrid", "not applicable", "legal", "finance", "multilingual",
+                 "NVIDIA Open Model License", "nvidia/Minitron-8B-Base", "submit-security-vulnerability"):
+        assert fact in ours, fact
+    for section in ("Overview", "License", "Model architecture", "Usage", "Data and training", "Evaluation results",
+                    "Inference", "Limitations", "Ethical considerations", "Compression analysis"):
+        assert f"\n## {section}\n" in ours, section
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", theirs) if len(s.strip()) > 40]
+    copied = [s for s in sentences if s in ours and not s.startswith("|")]
+    assert not copied, copied
+
+
+def test_architecture_table_is_generated_from_the_registry(family_cards):
+    text = family_cards["minitron-4b"].read_text()
+    assert "| attention heads | 24 |" in text and "| key/value heads (GQA groups) | 8 |" in text
+    assert f"| parameters, total | {get('4B').arch.params()['total']:,} (4.191B) |" in text
+
+
+def test_usage_snippet_is_valid_python(family_cards):
+    snippet = family_cards["minitron-8b"].read_text().split("```python\n")[1].split("```")[0]
+    compile(snippet, "usage", "exec")
+    assert 'path = "nvidia/Minitron-8B-Base"' in snippet
+
+
+def test_all_writes_three_cards_that_pass_their_own_check(tmp_path):
+    result = CliRunner().invoke(app, ["card", "--all", "--out", str(tmp_path), "--runs", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    for name in ("nemotron-4-15b", "minitron-8b", "minitron-4b"):
+        readme = tmp_path / name / "README.md"
+        assert (tmp_path / name / "figures" / "benchmarks.png").exists()
+        claims, bad = check_card(readme)
+        assert len(claims) >= 10 and not bad, bad
+        assert "No analysis run of this model yet" in readme.read_text()
+
+
+# --- compression analysis ------------------------------------------------------------------------
+def test_card_shows_the_latest_analysis_run_with_figures(tmp_path):
+    synthetic_run(tmp_path / "runs" / "minitron-8b" / "r1", name="minitron-8b")
+    readme = write_cards(["8B"], out=tmp_path / "card", runs_root=tmp_path / "runs")[0]
+    text = readme.read_text()
+    section = text.split("## Compression analysis")[1]
+    for fig in ("layer_sensitivity", "block_drop", "head_importance", "neuron_importance", "channel_importance",
+                "aggregation"):
+        assert f"(figures/{fig}.png)" in section and (readme.parent / "figures" / f"{fig}.png").exists()
+    assert "Run `20250101-000000-test`" in section and "Spearman ρ = 0.90" in section
+    assert "shape differs" in section  # the synthetic run is not 8B-shaped, and the card says so
+
+
+# --- --check -------------------------------------------------------------------------------------
+def test_check_catches_the_published_4b_head_claim(tmp_path):
+    copy = tmp_path / "published.md"
+    copy.write_text(published_text())
+    claims, bad = check_card(copy)
+    assert [(d.claim.model, d.claim.field, d.claim.value, d.actual) for d in bad] == [("minitron-4b", "heads", 32, 24)]
+    assert len(claims) == 6
+    r = cli("card", "--check", str(copy))
+    assert r.returncode == 1 and "the card says 32, the architecture has 24" in r.stdout
+
+
+def test_check_flags_every_disagreement_in_our_table(family_cards, tmp_path):
+    _, bad = check_card(family_cards["minitron-8b"], model="4B")
+    assert {d.claim.field for d in bad} >= {"hidden", "heads", "mlp", "params_total", "params_non_embedding"}
+
+
+def test_check_uses_config_json_beside_the_card(tmp_path):
+    model_dir = _pruned_dir(tmp_path)
+    readme = write_card_for_directory(model_dir, runs_root=tmp_path / "runs")
+    assert check_card(readme)[1] == []
+    readme.write_text(readme.read_text().replace("| attention heads | 4 |", "| attention heads | 6 |"))
+    assert [(d.claim.field, d.claim.value, d.actual) for d in check_card(readme)[1]] == [("heads", 6, 4)]
+
+
+def test_check_bad_inputs_are_one_line_errors(tmp_path):
+    for args in (["--check", str(tmp_path / "missing.md")], ["--check", str(PUBLISHED), "--model", "nope"]):
+        r = cli("card", *args)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:"), r.stderr
+
+
+# --- templates, formats, atomic writes -----------------------------------------------------------
+@pytest.mark.parametrize("body,message", [("{{ ''.__class__.__mro__ }}", "refused by the sandbox"),
+                                          ("{{ card.arch.params.__globals__ }}", "refused by the sandbox"),
+                                          ("{% for x in card %}", "syntax error")])
+def test_bad_user_templates_fail_in_one_line_and_write_nothing(tmp_path, body, message):
+    template = tmp_path / "user.j2"
+    template.write_text(f"# {{{{ card.display_name }}}}\n{body}\n")
+    r = cli("card", "--model", "4B", "--template", str(template), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["user.j2"]  # no staging directory left behind
+
+
+def test_user_template_can_include_our_sections(tmp_path):
+    template = tmp_path / "mine.j2"
+    template.write_text('# {{ card.display_name }} ({{ card.params.total }})\n{% include "sections/license.md.j2" %}')
+    readme = write_card(build("4B", tmp_path / "runs"), tmp_path / "out", template=template)
+    assert readme.read_text().startswith(f"# Minitron-4B-Base ({get('4B').arch.params()['total']})\n## License")
+
+
+def test_html_is_self_contained(tmp_path):
+    page = write_cards(["8B"], out=tmp_path / "html", fmt="html", runs_root=tmp_path / "runs")[0]
+    html = page.read_text()
+    assert page.name == "card.html" and html.count('src="data:image/png;base64,') == 3
+    assert 'src="figures/' not in html and "<table>" in html and "---\nlibrary_name" not in html
+    assert [p.name for p in page.parent.iterdir()] == ["card.html"]
+
+
+def test_unknown_format_and_model(tmp_path):
+    with pytest.raises(MinitronError, match="unknown format"):
+        write_cards(["8B"], out=tmp_path, fmt="pdf")
+    with pytest.raises(MinitronError, match="unknown model 'nope'"):
+        build("nope")
+
+
+def test_rewriting_a_card_replaces_it(tmp_path):
+    first = write_cards(["4B"], out=tmp_path / "c", runs_root=tmp_path / "runs")[0]
+    first.write_text("stale")
+    assert write_cards(["4B"], out=tmp_path / "c", runs_root=tmp_path / "runs")[0].read_text().startswith("---\n")
+
+
+# --- pruned model directories --------------------------------------------------------------------
+def _pruned_dir(tmp_path: Path, teacher: str = "nemotron-4-15b", recipe: dict | None = None) -> Path:
+    from analysis.configs import to_hf_config
+    from tests.conftest import TINY
+
+    model_dir = tmp_path / "tiny-pruned"
+    model_dir.mkdir()
+    to_hf_config(TINY["nemotron"]).save_pretrained(model_dir)
+    recipe = recipe if recipe is not None else {
+        "teacher": teacher, "teacher_params": 15_628_775_424, "params": TINY["nemotron"].params()["total"],
+        "target": {"hidden": 32, "heads": 4, "mlp": 48}, "depth_metric": "drop_loss", "aggregation": "l2_mean",
+        "ppl_before": 12.5, "ppl_after": 19.25}
+    (model_dir / "prune_recipe.json").write_text(json.dumps(recipe) if isinstance(recipe, dict) else recipe)
+    return model_dir
+
+
+def test_card_for_a_pruned_directory(tmp_path):
+    model_dir = _pruned_dir(tmp_path)
+    readme = write_card_for_directory(model_dir, runs_root=tmp_path / "runs")
+    text = readme.read_text()
+    assert readme == model_dir / "README.md"
+    assert "| layers | 4 |" in text and "| hidden size (embedding channels) | 32 |" in text
+    assert "perplexity 12.50 before and 19.25 after pruning" in text and "`l2_mean`" in text
+    assert f'path = "{model_dir.resolve()}"' in text and "| hidden | 32 |" in text
+    assert "NVIDIA Open Model License" in text  # inherited from the teacher
+    r = CliRunner().invoke(app, ["card", "--model", str(model_dir), "--runs", str(tmp_path / "runs")])
+    assert r.exit_code == 0 and Path(r.output.strip()) == readme
+
+
+def test_bad_prune_recipe_is_one_line_error_and_nothing_written(tmp_path):
+    model_dir = _pruned_dir(tmp_path, recipe="{not json")
+    r = cli("card", "--model", str(model_dir))
+    assert r.returncode == 2 and "not a valid prune recipe" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (model_dir / "README.md").exists()
+    shutil.rmtree(model_dir)

@@ -1,0 +1,111 @@
+"""Every figure renders from an analysis run (synthetic, and real when the engine is present)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from analysis.keepsets import heads_kept, kept_overlap, ranks, spearman
+from analysis.results import load_run
+from figures import family, importance, layers
+from figures.render import FAMILY_FIGURES, RUN_FIGURES, draw_family, draw_run
+from tests.synthetic import synthetic_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("runs") / "tiny-synthetic" / "r1")
+
+
+def test_spearman_matches_a_naive_formula():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    d = ranks(a) - ranks(b)
+    naive = 1 - 6 * float((d**2).sum()) / (50 * (50**2 - 1))  # valid without ties
+    assert spearman(a, b) == pytest.approx(naive, abs=1e-12)
+    assert spearman(a, 2 * a + 1) == pytest.approx(1.0)
+    assert ranks(torch.tensor([3.0, 1.0, 3.0])).tolist() == [1.5, 0.0, 1.5]
+
+
+def test_heads_kept_keeps_top_k_of_every_group():
+    scores = torch.tensor([[4.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 4.0]])  # 2 groups of 4
+    assert heads_kept(scores, kv_heads=2, keep_per_group=2).int().tolist() == [[1, 1, 0, 0, 0, 0, 1, 1]]
+    with pytest.raises(ValueError):
+        heads_kept(scores, kv_heads=2, keep_per_group=5)
+    assert kept_overlap(torch.arange(10.0), torch.arange(10.0).flip(0), 5) == 0.0
+
+
+@pytest.mark.parametrize("name", list(RUN_FIGURES))
+def test_each_run_figure_draws_into_a_given_ax_or_returns_a_figure(run_dir, name):
+    run = load_run(run_dir)
+    drawn = RUN_FIGURES[name][1](run)
+    fig = drawn if isinstance(drawn, plt.Figure) else drawn.figure
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert any(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
+    title = fig.get_suptitle() or axes[0].get_title()
+    assert "tiny-synthetic" in title and "pydoc" in title  # names model and data
+    plt.close(fig)
+
+
+def test_plot_functions_use_the_callers_axes(run_dir):
+    run = load_run(run_dir)
+    fig, ax = plt.subplots()
+    assert layers.block_drop_curves(run, ax=ax) is ax
+    assert importance.channel_importance(run, ax=ax) is ax
+    assert family.mmlu_vs_tokens(ax=ax) is ax
+    plt.close(fig)
+
+
+def test_aggregation_matrices_are_symmetric_with_unit_diagonal(run_dir):
+    labels, rho, overlap, k = importance.aggregation_matrices(load_run(run_dir))
+    assert len(labels) == 9 and "L2/mean" in labels
+    assert (abs(rho - rho.T) < 1e-9).all() and (abs(rho.diagonal() - 1) < 1e-9).all()
+    assert (overlap.diagonal() == 1).all() and k == round(64 * 2 / 3)
+
+
+def test_draw_run_writes_png_and_svg_atomically(run_dir):
+    written = draw_run(run_dir)
+    assert {p.name for p in written} == {f"{n}.{e}" for n in RUN_FIGURES for e in ("png", "svg")}
+    for p in written:
+        assert p.parent == run_dir / "figures" and p.stat().st_size > 1000
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG
+    assert not [p for p in (run_dir / "figures").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_draw_family_from_registry_alone(tmp_path):
+    written = draw_family(tmp_path)
+    assert {p.stem for p in written} == set(FAMILY_FIGURES) and len(written) == 2 * len(FAMILY_FIGURES)
+
+
+def test_benchmark_table_takes_the_family_from_the_registry():
+    models, labels, values = family.benchmark_table()
+    assert models[:3] == ["Nemotron-4 15B", "Minitron-8B-Base", "Minitron-4B-Base"]
+    assert values[1, labels.index("MMLU")] == 63.8 and values[2, labels.index("HumanEval")] == 23.3
+
+
+def test_cli_figures(tmp_path, run_dir):
+    from cli import app
+
+    result = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "fam")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fam" / "benchmarks.png").exists()
+    result = CliRunner().invoke(app, ["figures", "--run", str(run_dir), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and (tmp_path / "run" / "head_importance.svg").exists()
+
+
+def test_cli_figures_on_a_non_run_is_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "cli.py", "figures", "--run", str(tmp_path)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120, check=False)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an analysis run" in r.stderr
