@@ -153,9 +153,11 @@ def distill(
     out_dir = Path(out or f"runs/distill/{s.name}-{cfg.mode}")
     console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
                   f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
+    recipe = Path(student) / "prune_recipe.json"  # written by `prune`; the card reads it
     result = kd.distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=resume,
                         tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance,
-                                                   "data": splits.meta})
+                                                   "data": splits.meta},
+                        carry=(recipe,) if recipe.is_file() else ())
     before, after = result.final["before"], result.final["after"]
     console.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} (ppl {before['ppl']:.2f} -> "
                   f"{after['ppl']:.2f}), KL {before['kl']:.4f} -> {after['kl']:.4f}; teacher loss "

@@ -310,11 +310,13 @@ def _due(step: int, every: int, cfg: DistillConfig) -> bool:
 
 def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig,
             out_dir: str | Path, *, resume: bool = False, progress: bool = True, tokenizer=None,
-            meta: dict | None = None, stop_after: int | None = None) -> DistillResult:
+            meta: dict | None = None, carry: tuple[Path, ...] = (), stop_after: int | None = None) -> DistillResult:
     """Train ``student`` toward ``teacher`` on ``train_ids`` (N, T); evaluate on ``eval_ids`` (M, T).
 
     Writes ``out_dir/checkpoint`` (resumable), ``out_dir/model`` (Hugging Face directory) and
-    ``out_dir/distill.json`` (config, history, held-out metrics, ``meta`` such as provenance).
+    ``out_dir/distill.json`` (config, history, held-out metrics, ``meta`` such as provenance, also
+    copied into the model directory); ``carry`` files (e.g. the student's ``prune_recipe.json``, which
+    its card reads) are copied into the model directory. ``resume`` without a checkpoint starts afresh.
     ``stop_after=k`` checkpoints after step k and returns unfinished, as an interruption would.
     """
     from tqdm.auto import tqdm
@@ -336,8 +338,8 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
         row = train_step(step, student, teacher, train_ids, opt, sched, cfg, device)
         state["history"].append(row)
         state["step"], state["elapsed_s"] = step + 1, time.perf_counter() - t0
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
         bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
         if _due(step + 1, cfg.eval_every, cfg):
             state["evals"].append({"step": step + 1, **evaluate(student, teacher, eval_ids, cfg, device)})
             if progress:
@@ -348,7 +350,7 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
             bar.close()
             return DistillResult(out_dir, None, state["history"], state["evals"], finished=False)
     bar.close()
-    return _finish(out_dir, student, teacher, tokenizer, cfg, state, meta or {}, train_ids)
+    return _finish(out_dir, student, teacher, tokenizer, cfg, state, meta or {}, train_ids, carry)
 
 
 def _eval_line(e: dict) -> str:
@@ -356,12 +358,12 @@ def _eval_line(e: dict) -> str:
             f"KL to teacher {e['kl']:.4f}, teacher loss {e['teacher_loss']:.4f}")
 
 
-def _finish(out_dir, student, teacher, tokenizer, cfg, state, meta, train_ids) -> DistillResult:
-    """Export the model directory and write ``distill.json``."""
+def _finish(out_dir, student, teacher, tokenizer, cfg, state, meta, train_ids, carry) -> DistillResult:
+    """Export the model directory and write ``distill.json`` beside and inside it."""
     import transformers
 
     gen = getattr(student, "generation_config", None) or getattr(teacher, "generation_config", None)
-    model_dir = export_model(student, out_dir / MODEL_DIR, tokenizer, gen)
+    model_dir = export_model(student, out_dir / MODEL_DIR, tokenizer, gen, carry)
     first, last = state["evals"][0], state["evals"][-1]
     final = {"before": first, "after": last, "loss_change": last["loss"] - first["loss"],
              "kl_change": last["kl"] - first["kl"]}
@@ -374,4 +376,5 @@ def _finish(out_dir, student, teacher, tokenizer, cfg, state, meta, train_ids) -
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     } | meta
     write_json_atomic(out_dir / RESULT, record)
+    write_json_atomic(model_dir / RESULT, record)
     return DistillResult(out_dir, model_dir, state["history"], state["evals"], final)

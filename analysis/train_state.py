@@ -100,8 +100,10 @@ def load_checkpoint(out_dir: Path, student, optimizer, scheduler, device) -> dic
     return trainer
 
 
-def export_model(student, target: Path, tokenizer=None, generation_config=None) -> Path:
+def export_model(student, target: Path, tokenizer=None, generation_config=None, carry=()) -> Path:
     """A plain Hugging Face directory (config, safetensors, generation config, tokenizer), atomically.
+
+    ``carry``: further files copied in, e.g. the student's ``prune_recipe.json``.
 
     ``save_pretrained`` rather than our own writer: it records tied weights the way
     ``from_pretrained`` expects, which is what a pruned-and-healed model is for.
@@ -112,4 +114,6 @@ def export_model(student, target: Path, tokenizer=None, generation_config=None) 
         student.save_pretrained(tmp)  # safetensors by default since transformers 4.35
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for path in carry:
+            shutil.copy(path, tmp / Path(path).name)
     return Path(target)

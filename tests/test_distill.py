@@ -227,6 +227,7 @@ def test_cli_distill_writes_a_model_directory(tmp_path):
     teacher.save_pretrained(tmp_path / "teacher")
     tokenizer.save_pretrained(tmp_path / "teacher")
     save_subset(teacher, [0, 2, 3], tmp_path / "student")
+    (tmp_path / "student" / "prune_recipe.json").write_text('{"kept_layers": [0, 2, 3]}')
     (tmp_path / "text.txt").write_text("def add(a, b):\n    return a + b\n\n" * 80)
     args = ["distill", "--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"),
             "--data", str(tmp_path / "text.txt"), "--steps", "2", "--seq-len", "16", "--batch-size", "2",
@@ -235,5 +236,7 @@ def test_cli_distill_writes_a_model_directory(tmp_path):
     assert r.returncode == 0, r.stderr
     _, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model", output_loading_info=True)
     assert not info["missing_keys"] and (tmp_path / "out" / "model" / "tokenizer.json").exists()
+    assert (tmp_path / "out" / "model" / "prune_recipe.json").exists()  # carried for the card
+    assert (tmp_path / "out" / "model" / "distill.json").exists()
     record = json.loads((tmp_path / "out" / "distill.json").read_text())
     assert record["teacher"]["kind"] == "directory" and record["data"]["eval_windows"]
