@@ -288,15 +288,27 @@ def check_compatible(teacher, student, tokenizers=()) -> None:
         raise MinitronError("teacher and student tokenizers differ: logit distillation needs the same tokenizer")
 
 
-def _start(out_dir: Path, student, opt, sched, cfg: DistillConfig, resume: bool, device) -> dict:
-    """Fresh trainer state, or the checkpoint's when resuming (its config must match)."""
+def _data_hash(*tensors: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _start(out_dir: Path, student, opt, sched, cfg: DistillConfig, resume: bool, device, data: str) -> dict:
+    """Fresh trainer state, or the checkpoint's when resuming (its config and data must match)."""
     has_ckpt = (out_dir / CHECKPOINT / TRAINER).exists()
     if has_ckpt and not resume:
         raise MinitronError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it "
                             "or choose another --out")
     state = load_checkpoint(out_dir, student, opt, sched, device) if resume else None
     if state is None:
-        return {"step": 0, "history": [], "evals": [], "config": asdict(cfg), "elapsed_s": 0.0}
+        return {"step": 0, "history": [], "evals": [], "config": asdict(cfg), "elapsed_s": 0.0, "data": data}
+    if state.get("data") != data:
+        raise MinitronError(f"cannot resume {out_dir}: the training or held-out windows differ from the "
+                            "checkpoint's (same --data, --seq-len, --eval-samples and --data-seed needed)")
     changed = [k for k in TRAJECTORY_FIELDS if state["config"].get(k) != getattr(cfg, k)]
     if changed:
         was = ", ".join(f"{k}={state['config'][k]}" for k in changed)
@@ -329,7 +341,7 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
     student.to(device=device, dtype=torch.float32).train()  # float32 master weights; autocast on GPU
     eval_ids = eval_ids[: cfg.eval_samples]
     opt, sched = make_optimizer(student, cfg)
-    state = _start(out_dir, student, opt, sched, cfg, resume, device)
+    state = _start(out_dir, student, opt, sched, cfg, resume, device, _data_hash(train_ids, eval_ids))
     if not state["evals"]:
         state["evals"].append({"step": 0, **evaluate(student, teacher, eval_ids, cfg, device)})
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.mode, disable=not progress, dynamic_ncols=True)

@@ -179,6 +179,8 @@ def test_rerun_without_resume_or_with_other_config_fails(pair, tmp_path):
     with pytest.raises(MinitronError, match="lr differ"):
         distill(teacher, load(student_dir), train, held, replace(TINY_CFG, lr=0.5), tmp_path / "r",
                 progress=False, resume=True)
+    with pytest.raises(MinitronError, match="windows differ"):
+        distill(teacher, load(student_dir), train[1:], held, TINY_CFG, tmp_path / "r", progress=False, resume=True)
 
 
 def test_finetune_mode_lowers_heldout_loss_without_teacher_loss(pair, tmp_path):
