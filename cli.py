@@ -5,6 +5,7 @@
     python cli.py figures [--run DIR] [--out DIR]
     python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
     python cli.py card --check PATH [--model M]
+    python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
 """
 
 from __future__ import annotations
@@ -151,6 +152,78 @@ def _check_card(path: str, model: str | None) -> None:
     console.print(summary)
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def distill(
+    student: str = typer.Option(..., "--student", "-s", help="the model to train, usually a pruned directory"),
+    teacher: str = typer.Option("smollm2-135m", "--teacher", "-t", help=MODEL_HELP),
+    data: str = typer.Option("pydoc", "--data", help="pydoc (built-in), a .txt/.jsonl file or folder, or a HF dataset"),
+    steps: int = typer.Option(100, "--steps", help="optimizer steps"),
+    seq_len: int = typer.Option(256, "--seq-len", help="tokens per window"),
+    batch_size: int = typer.Option(4, "--batch-size", help="windows per micro-batch"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per optimizer step"),
+    lr: float = typer.Option(1e-4, "--lr", help="peak learning rate"),
+    min_lr: float = typer.Option(1e-5, "--min-lr", help="end of the cosine decay"),
+    warmup: int = typer.Option(10, "--warmup", help="linear warmup steps"),
+    kd_weight: float = typer.Option(1.0, "--kd-weight", help="weight of KL(teacher || student)"),
+    clm_weight: float = typer.Option(0.0, "--clm-weight", help="weight of next-token cross-entropy"),
+    finetune: bool = typer.Option(False, "--finetune", help="plain CLM fine-tuning (kd 0, clm 1) for comparison"),
+    eval_every: int = typer.Option(20, "--eval-every", help="held-out evaluation every N steps (0: start/end)"),
+    eval_samples: int = typer.Option(8, "--eval-samples", help="held-out windows"),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="resumable checkpoint every N steps"),
+    seed: int = typer.Option(0, "--seed", help="order of training windows"),
+    data_seed: int = typer.Option(0, "--data-seed", help="window permutation (eval/train split), as analyze --seed"),
+    dtype: str = typer.Option("auto", "--dtype", help="compute dtype (teacher weights; student stays float32)"),
+    device: str = typer.Option("auto", "--device"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    out: str = typer.Option(None, "--out", help="output directory (default runs/distill/<student>-<mode>)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="accept .bin (pickle) weights"),
+    download: bool = typer.Option(False, "--download", help="allow Hugging Face hub downloads"),
+):
+    """Heal a pruned student by logit distillation from its teacher (or plain fine-tuning, --finetune)."""
+    from pathlib import Path
+
+    from analysis import distill as kd
+    from analysis.data import DataConfig
+    from analysis.loading import load_model
+
+    cfg = kd.DistillConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                           min_lr=min_lr, warmup_steps=warmup, kd_weight=kd_weight, clm_weight=clm_weight,
+                           eval_every=eval_every, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
+                           seed=seed, device=device, dtype=dtype)
+    cfg = cfg.finetune() if finetune else cfg
+    t = load_model(_load_config(teacher, dtype, device, False, trust_remote_code, allow_pickle, download))
+    s = load_model(_load_config(student, "float32", device, False, trust_remote_code, allow_pickle, download))
+    kd.check_compatible(t.model, s.model, (t.tokenizer, s.tokenizer))
+    tokenizer = t.tokenizer or s.tokenizer
+    if tokenizer is None:
+        raise MinitronError("neither teacher nor student directory has a tokenizer; the data cannot be tokenized")
+    splits = kd.training_splits(tokenizer, DataConfig(source=data, seed=data_seed), cfg,
+                                getattr(s.model.config, "max_position_embeddings", None))
+    out_dir = Path(out or f"runs/distill/{s.name}-{cfg.mode}")
+    console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
+                  f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
+    recipe = Path(student) / "prune_recipe.json"  # written by `prune`; the card reads it
+    result = kd.distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=resume,
+                        tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance,
+                                                   "data": splits.meta},
+                        carry=(recipe,) if recipe.is_file() else ())
+    before, after = result.final["before"], result.final["after"]
+    console.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} (ppl {before['ppl']:.2f} -> "
+                  f"{after['ppl']:.2f}), KL {before['kl']:.4f} -> {after['kl']:.4f}; teacher loss "
+                  f"{after['teacher_loss']:.4f}")
+    _write_card(result.model_dir)
+    console.print(f"model: {result.model_dir}")
+
+
+def _write_card(model_dir) -> None:
+    try:
+        from cards import write_card_for_directory
+    except ImportError:  # the cards package is optional until it lands
+        return
+    write_card_for_directory(model_dir)
 
 
 def main() -> None:

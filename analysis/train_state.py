@@ -1,0 +1,119 @@
+"""Training state on disk: resumable checkpoints and the final Hugging Face model directory.
+
+Layout of ``out_dir/checkpoint`` (replaced atomically as a whole, so a crash mid-write leaves the
+previous checkpoint intact):
+  student.safetensors   student weights (tied tensors stored once, via safetensors.torch.save_model)
+  trainer.pt            optimizer, scheduler, completed steps, RNG states, history, config
+                        (plain containers of tensors and numbers: loads with ``weights_only=True``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = "checkpoint"
+STUDENT = "student.safetensors"
+TRAINER = "trainer.pt"
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``target`` in one rename.
+
+    The old directory is moved aside first (two renames), so readers never see a half-written one;
+    on any exception the temporary directory is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    """Every RNG a training step could draw from (dropout, sampling); restored on resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out_dir: Path, student, optimizer, scheduler, trainer: dict) -> Path:
+    """Write ``out_dir/checkpoint`` atomically; ``trainer`` holds step, history and config."""
+    from safetensors.torch import save_model
+
+    target = Path(out_dir) / CHECKPOINT
+    with atomic_dir(target) as tmp:
+        save_model(student, str(tmp / STUDENT))
+        torch.save(trainer | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "rng": rng_state()}, tmp / TRAINER)
+    return target
+
+
+def load_checkpoint(out_dir: Path, student, optimizer, scheduler, device) -> dict | None:
+    """Restore student, optimizer, scheduler and RNG from ``out_dir/checkpoint``; None if there is none.
+
+    Returns the trainer dict (step, history, config).
+    """
+    from safetensors.torch import load_model
+
+    path = Path(out_dir) / CHECKPOINT
+    if not (path / TRAINER).exists():
+        return None
+    load_model(student, str(path / STUDENT), device=str(device))
+    trainer = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(trainer.pop("optimizer"))  # moves state to the params' device
+    scheduler.load_state_dict(trainer.pop("scheduler"))
+    set_rng_state(trainer.pop("rng"))
+    return trainer
+
+
+def export_model(student, target: Path, tokenizer=None, generation_config=None, carry=()) -> Path:
+    """A plain Hugging Face directory (config, safetensors, generation config, tokenizer), atomically.
+
+    ``carry``: further files copied in, e.g. the student's ``prune_recipe.json``.
+
+    ``save_pretrained`` rather than our own writer: it records tied weights the way
+    ``from_pretrained`` expects, which is what a pruned-and-healed model is for.
+    """
+    if generation_config is not None:
+        student.generation_config = generation_config
+    with atomic_dir(Path(target)) as tmp:
+        student.save_pretrained(tmp)  # safetensors by default since transformers 4.35
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for path in carry:
+            shutil.copy(path, tmp / Path(path).name)
+    return Path(target)
