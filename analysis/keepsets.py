@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from analysis.metrics import ranks, spearman  # noqa: F401 - re-exported for figures
+
 
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:
     """Boolean mask [L, H] of the heads kept when every GQA group keeps its top ``keep_per_group``.
@@ -29,26 +31,6 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     mask = torch.zeros_like(scores, dtype=torch.bool)
     mask[scores.topk(k).indices] = True
     return mask
-
-
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..N-1 of a 1-D tensor in float64, ties averaged (as in Spearman's definition)."""
-    x = x.double().flatten()
-    order = x.argsort()
-    r = torch.empty_like(x)
-    r[order] = torch.arange(len(x), dtype=torch.float64)
-    for value in x.unique()[x.unique(return_counts=True)[1] > 1]:  # ties are rare; loop is fine
-        tied = x == value
-        r[tied] = r[tied].mean()
-    return r
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation: Pearson correlation of the ranks of two equal-length vectors."""
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = (ra.square().sum() * rb.square().sum()).sqrt()
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
 def kept_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:

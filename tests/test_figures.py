@@ -109,3 +109,22 @@ def test_cli_figures_on_a_non_run_is_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "cli.py", "figures", "--run", str(tmp_path)], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120, check=False)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an analysis run" in r.stderr
+
+
+def test_every_figure_renders_from_a_real_tiny_run(tiny_dir, tmp_path):
+    """A real analysis run of a tiny random model (not synthetic numbers) draws every run figure."""
+    from analysis.data import DataConfig
+    from analysis.loading import LoadConfig
+    from analysis.runner import AnalysisConfig, run_analysis
+
+    d, _ = tiny_dir
+    cfg = AnalysisConfig(load=LoadConfig(model=str(d), device="cpu"),
+                         data=DataConfig(seq_len=16, calib_samples=4, eval_samples=2), batch_size=2,
+                         block_sizes=(1, 2))
+    written = draw_run(run_analysis(cfg, out=tmp_path / "run"))
+    names = {p.name for p in written}
+    for name in RUN_FIGURES:
+        assert f"{name}.png" in names and f"{name}.svg" in names
+    for p in written:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG and p.stat().st_size > 10_000
