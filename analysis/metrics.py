@@ -36,10 +36,3 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def perplexity(nll_sum: float, tokens: int) -> float:
     """exp(mean negative log-likelihood per scored token)."""
     return math.exp(nll_sum / tokens)
-
-
-def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token NLL in float32: logits (B, T, V) score input_ids[:, 1:] -> scalar."""
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="sum"
-    )

@@ -17,18 +17,26 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from analysis.adapter import DecoderAdapter
-from analysis.metrics import token_nll
 
 PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each scored independently; "
             "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "
             "stride = seq_len); no BOS; float32 log-softmax")
 
 
-def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor, chunk: int = 4) -> torch.Tensor:
-    """NLL sum of final-normed states (B, T, D) through the LM head, a few samples at a time."""
+def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
+             max_logits: int = 1 << 28) -> torch.Tensor:
+    """NLL sum of final-normed states (B, T, D) through the LM head.
+
+    Tokens are scored in chunks so that at most ``max_logits`` float32 logits exist at once
+    (1 GiB; a 256k vocabulary gives ~1k tokens per chunk).
+    """
+    hidden = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D) predicting the next token
+    targets = input_ids[:, 1:].flatten()
+    step = max(1, max_logits // ad.config.vocab_size)
     total = torch.zeros((), dtype=torch.float64, device=normed.device)
-    for s in range(0, normed.shape[0], chunk):
-        total += token_nll(ad.lm_head(normed[s:s + chunk]), input_ids[s:s + chunk]).double()
+    for s in range(0, hidden.shape[0], step):
+        logits = ad.lm_head(hidden[s:s + step]).float()
+        total += torch.nn.functional.cross_entropy(logits, targets[s:s + step], reduction="sum").double()
     return total
 
 
