@@ -194,6 +194,7 @@ def plan_for(teacher: Architecture, target: PruneTarget, imp: Importance) -> tup
     """Validate, check the scores' shapes, rank: the student shape and its plan."""
     student = resolve_target(teacher, target)
     _check_scores(teacher, imp)
-    if imp.depth is None and student.layers < teacher.layers:
+    scored = any(t is not None for t in (imp.channels, imp.heads, imp.neurons))
+    if scored and imp.depth is None and student.layers < teacher.layers:
         raise MinitronError("depth pruning needs layer scores; the analysis run has none for this metric")
     return student, make_plan(teacher, student, imp)
