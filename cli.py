@@ -14,11 +14,11 @@ import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import typer
+from rich.console import Console
+from rich.table import Table
 
-from analysis.errors import MinitronError  # noqa: E402
+from analysis.errors import MinitronError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Minitron Lab: where a model's capacity lives, Minitron-style compression, honest cards.")
@@ -135,7 +135,9 @@ def prune(
     from analysis.data import DataConfig
     from analysis.export import export_config, export_model
     from analysis.prune import DEPTH_METRICS, PruneTarget
-    from analysis.prune_run import PruneConfig, dry_run as shapes_only, prune as run_prune
+    from analysis.prune_run import PruneConfig
+    from analysis.prune_run import dry_run as shapes_only
+    from analysis.prune_run import prune as run_prune
 
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")

@@ -18,8 +18,14 @@ from analysis.configs import from_hf_config
 from analysis.data import DataConfig, build_splits
 from analysis.errors import MinitronError
 from analysis.loading import LoadConfig, LoadedModel, load_model
-from analysis.prune import (Importance, PruneTarget, importance_from_run, plan_for, resolve_target,
-                            target_from_registry)
+from analysis.prune import (
+    Importance,
+    PruneTarget,
+    importance_from_run,
+    plan_for,
+    resolve_target,
+    target_from_registry,
+)
 from analysis.results import DEFAULT_AGGREGATION
 
 PPL_PROTOCOL = ("analysis.data eval split; independent windows; first token of each window unscored; "

@@ -12,8 +12,15 @@ from analysis.adapter import DecoderAdapter, param_count
 from analysis.errors import MinitronError
 from analysis.export import RECIPE_KEYS, export_model
 from analysis.loading import LoadConfig
-from analysis.prune import (Importance, PruneTarget, plan_for, rank_heads, rank_layers, resolve_target,
-                            target_from_registry)
+from analysis.prune import (
+    Importance,
+    PruneTarget,
+    plan_for,
+    rank_heads,
+    rank_layers,
+    resolve_target,
+    target_from_registry,
+)
 from analysis.prune_run import PruneConfig, dry_run
 from analysis.registry import get
 from analysis.surgery import build_pruned
