@@ -100,7 +100,8 @@ def build_pruned(model: nn.Module, student: Architecture, plan: PrunePlan) -> nn
         pruned = AutoModelForCausalLM.from_config(config, dtype=dtype)
     new = DecoderAdapter(pruned)
     with torch.no_grad():
-        _assign(new.embed_tokens, "weight", old.embed_tokens.weight.index_select(1, plan.channels))
+        emb = old.embed_tokens.weight
+        _assign(new.embed_tokens, "weight", emb.index_select(1, plan.channels.to(emb.device)))
         for j, i in enumerate(plan.layers):
             _slice_layer(old, new, i, j, plan)
         _slice_norm(new.final_norm, old.final_norm, plan.channels)
