@@ -78,7 +78,8 @@ def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Im
         return Importance(), None
     from analysis.runner import AnalysisConfig, run_analysis
 
-    acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size)
+    # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
+    acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=(1,))
     try:
         run_dir = run_analysis(acfg, console=console)
     except NotImplementedError:
