@@ -59,9 +59,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="print the registr
 def analyze(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
     data: str = typer.Option("pydoc", "--data", help="pydoc (built-in), a .txt/.jsonl file or folder, or a HF dataset"),
-    samples: int = typer.Option(32, "--samples", help="calibration samples"),
-    eval_samples: int = typer.Option(8, "--eval-samples", help="held-out samples (perplexity, sensitivity)"),
-    seq_len: int = typer.Option(256, "--seq-len", help="tokens per sample"),
+    samples: int = typer.Option(64, "--samples", help="calibration samples"),
+    eval_samples: int = typer.Option(4, "--eval-samples", help="held-out samples (perplexity, sensitivity)"),
+    seq_len: int = typer.Option(128, "--seq-len", help="tokens per sample"),
     batch_size: int = typer.Option(8, "--batch-size"),
     block_sizes: str = typer.Option("1,2,4,8", "--block-sizes", help="contiguous block sizes for drop curves"),
     pre_activation: bool = typer.Option(False, "--pre-activation", help="neuron importance before the activation"),

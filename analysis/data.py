@@ -30,9 +30,9 @@ class DataConfig:
     """Which text, and how it is cut into samples."""
 
     source: str = DEFAULT_SOURCE  # "pydoc", a .txt/.jsonl file or folder, or a dataset "name[:config][@split]"
-    seq_len: int = 256  # tokens per sample
-    calib_samples: int = 32  # samples for importance statistics
-    eval_samples: int = 8  # held-out samples for perplexity and layer sensitivity
+    seq_len: int = 128  # tokens per sample
+    calib_samples: int = 64  # samples for importance statistics
+    eval_samples: int = 4  # held-out samples for perplexity and layer sensitivity
     seed: int = 0  # permutation of windows
     text_field: str = "text"  # field read from .jsonl records and datasets
     max_chars: int | None = None  # read at most this many characters (None: everything)

@@ -57,7 +57,7 @@ def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict, extra
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        save_file({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=_jsonable))
         for name, src in (extra or {}).items():
             shutil.copy(src, tmp / name)

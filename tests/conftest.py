@@ -45,3 +45,23 @@ def smol():
     from analysis.loading import LoadConfig, load_model
 
     return load_model(LoadConfig(device="cpu"))
+
+
+def save_tiny_dir(path, family: str, seed: int = 0, **arch_changes):
+    """A tiny random model saved as a normal HF directory with the embedded default's tokenizer."""
+    from analysis.loading import cache_root, save_safetensors  # noqa: F401 - cache populated by `smol`
+    from analysis.loading import LoadConfig, load_model
+
+    model = tiny_model(family, seed=seed, vocab=49152, **arch_changes)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    save_safetensors(model, path)
+    load_model(LoadConfig(device="cpu")).tokenizer.save_pretrained(path)
+    return model
+
+
+@pytest.fixture(params=["nemotron", "llama"])
+def tiny_dir(request, tmp_path_factory):
+    """(directory, model) of a tiny random model with a real tokenizer."""
+    d = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    return d, save_tiny_dir(d, request.param)

@@ -1,0 +1,166 @@
+"""Hook sites and the collector that streams activation statistics out of a forward pass.
+
+Hook sites (named ``<kind>.<layer>``), activation shapes for B samples of T tokens:
+  heads.l        input of o_proj, viewed (B, T, H, head_dim) -> per-head L2 norm (B, T, H)
+  neurons.l      input of down_proj (post-activation) or output of gate/up (pre-activation), (B, T, F)
+  channels.l.a   output of the pre-attention norm, (B, T, D)
+  channels.l.m   output of the pre-MLP norm, (B, T, D)
+  resid.j        residual stream at layer boundary j = 0..L (input of layer j; j = L: last output)
+
+Hooks only reduce over the sequence (``seq_reduce``) and write the (B, C) result to a tape;
+``fold`` moves the tape into float32 running statistics after each forward. Hooks are removed
+in ``finally`` when the ``collecting`` context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from analysis.adapter import DecoderAdapter
+from analysis.stats import ImportanceStat, MeanStat, seq_reduce
+
+
+def _output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def pairwise_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-token cosine between two residual states (B, T, D) -> (B, T), float32."""
+    return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
+
+
+class Collector:
+    """Accumulates head / neuron / channel importance and layer-boundary similarities."""
+
+    def __init__(self, adapter: DecoderAdapter, block_sizes=(1, 2, 4, 8), pre_activation=False, device="cpu"):
+        self.ad = adapter
+        self.L = adapter.num_layers
+        self.block_sizes = tuple(n for n in sorted(set(block_sizes) | {1}) if 1 <= n <= self.L)
+        self.pre_activation = pre_activation
+        H, Fm, D = adapter.num_heads, adapter.config.intermediate_size, adapter.config.hidden_size
+        self.stats = {f"heads.{i}": ImportanceStat(H, device) for i in range(self.L)}
+        self.stats |= {f"neurons.{i}": ImportanceStat(Fm, device) for i in range(self.L)}
+        self.stats |= {f"channels.{i}.{p}": ImportanceStat(D, device) for i in range(self.L) for p in "am"}
+        self.cos = {n: MeanStat((self.L - n + 1,), device) for n in self.block_sizes}
+        self.angle = {n: MeanStat((self.L - n + 1,), device) for n in self.block_sizes}
+        self.tape: dict[str, dict[str, torch.Tensor]] = {}
+        self.seq_len = 0  # tokens per sample of the current batch, set by the caller
+        self._ring: dict[int, torch.Tensor] = {}
+
+    # --- hooks (reduce and record only) -----------------------------------------------------
+    def _heads_hook(self, name):
+        hd = self.ad.head_dim
+
+        def hook(module, args):
+            x = args[0]
+            per_head = x.float().unflatten(-1, (-1, hd)).norm(dim=-1)  # (B, T, H)
+            self.tape[name] = seq_reduce(per_head)
+        return hook
+
+    def _reduce_input_hook(self, name):
+        def hook(module, args):
+            self.tape[name] = seq_reduce(args[0])
+        return hook
+
+    def _reduce_output_hook(self, name):
+        def hook(module, args, out):
+            self.tape[name] = seq_reduce(_output(out))
+        return hook
+
+    def _boundary(self, j: int, x: torch.Tensor) -> None:
+        """Residual state at boundary j: cosines against the states n boundaries back."""
+        for n in self.block_sizes:
+            prev = self._ring.get(j - n)
+            if prev is not None:
+                c = pairwise_cos(prev, x)
+                ang = torch.arccos(c.clamp(-1, 1)) / torch.pi
+                self.tape[f"cos.{n}.{j - n}"] = {"cos": c.sum(dim=1), "angle": ang.sum(dim=1)}  # (B,)
+        self._ring[j] = x
+        self._ring.pop(j - max(self.block_sizes), None)
+
+    def _layer_in_hook(self, j):
+        def hook(module, args, kwargs):
+            self._boundary(j, args[0] if args else kwargs["hidden_states"])
+        return hook
+
+    def _last_out_hook(self, module, args, out):
+        self._boundary(self.L, _output(out))
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator["Collector"]:
+        """Register every hook; they are removed in ``finally`` whatever happens."""
+        handles = []
+        ad = self.ad
+        try:
+            for i in range(self.L):
+                handles.append(ad.o_proj(i).register_forward_pre_hook(self._heads_hook(f"heads.{i}")))
+                if self.pre_activation:
+                    h = ad.mlp_pre_activation(i).register_forward_hook(self._reduce_output_hook(f"neurons.{i}"))
+                else:
+                    h = ad.down_proj(i).register_forward_pre_hook(self._reduce_input_hook(f"neurons.{i}"))
+                handles.append(h)
+                for norm, p in zip(ad.norms(i), "am"):
+                    handles.append(norm.register_forward_hook(self._reduce_output_hook(f"channels.{i}.{p}")))
+                handles.append(ad.layers[i].register_forward_pre_hook(self._layer_in_hook(i), with_kwargs=True))
+            handles.append(ad.layers[self.L - 1].register_forward_hook(self._last_out_hook))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self.tape.clear()
+            self._ring.clear()
+
+    # --- accumulation ------------------------------------------------------------------------
+    def fold(self, valid: int | None = None) -> None:
+        """Move the tape of one forward into the running statistics (first ``valid`` rows only)."""
+        for name, value in self.tape.items():
+            rows = {k: v[:valid] for k, v in value.items()}
+            if name.startswith("cos."):
+                _, n, start = name.split(".")
+                tokens = rows["cos"].shape[0] * self.seq_len
+                self.cos[int(n)].update_at(int(start), rows["cos"].sum(), tokens)
+                self.angle[int(n)].update_at(int(start), rows["angle"].sum(), tokens)
+            else:
+                self.stats[name].update(rows)
+        self.tape.clear()
+        self._ring.clear()
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        """Named float32 tensors as documented in analysis/results.py (before depth metrics)."""
+        out: dict[str, torch.Tensor] = {}
+        for kind in ("heads", "neurons"):
+            per_layer = [self.stats[f"{kind}.{i}"].finalize() for i in range(self.L)]
+            for agg in per_layer[0]:
+                out[f"{kind}.{agg}"] = torch.stack([p[agg] for p in per_layer])  # (L, C)
+        norms = [self.stats[f"channels.{i}.{p}"].finalize() for i in range(self.L) for p in "am"]
+        for agg in norms[0]:
+            per_norm = torch.stack([p[agg] for p in norms])  # (2L, D)
+            out[f"channels.{agg}"] = per_norm.sum(dim=0)  # one network-wide score per channel
+            out[f"channels.per_norm.{agg}"] = per_norm
+        for n in self.block_sizes:
+            out[f"cos.n{n}"] = self.cos[n].finalize()
+            out[f"angular.n{n}"] = self.angle[n].finalize()
+        return out
+
+    def state_dict(self) -> dict:
+        return {"stats": {k: v.state_dict() for k, v in self.stats.items()},
+                "cos": {n: v.state_dict() for n, v in self.cos.items()},
+                "angle": {n: v.state_dict() for n, v in self.angle.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in self.stats.items():
+            v.load_state_dict(state["stats"][k])
+        for n in self.block_sizes:
+            self.cos[n].load_state_dict(state["cos"][n])
+            self.angle[n].load_state_dict(state["angle"][n])
+
+    def merge(self, other: "Collector") -> None:
+        for k, v in self.stats.items():
+            v.merge(other.stats[k])
+        for n in self.block_sizes:
+            self.cos[n].merge(other.cos[n])
+            self.angle[n].merge(other.angle[n])

@@ -1,0 +1,133 @@
+"""Streaming statistics with ``update()`` / ``finalize()``, float32, mergeable across processes.
+
+Importance aggregation is two-stage (paper §2.2): first over the tokens of each sample
+(``seq_reduce``), then over samples (``BatchAggregator``). Each stage uses one of
+mean (of |x|), L2 (sqrt of sum of squares) or var (population variance).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.results import AGGREGATIONS
+
+
+def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample reductions over the sequence axis.
+
+    x: (B, T, C) -> {"mean": mean_t |x|, "l2": sqrt(sum_t x^2), "var": var_t x}, each (B, C) float32.
+    sum_t x^2 = T (var + mean^2), so one Welford pass gives both L2 and var.
+    """
+    x = x.float()
+    var, mean = torch.var_mean(x, dim=1, correction=0)
+    return {
+        "mean": x.abs().mean(dim=1),
+        "l2": (x.shape[1] * (var + mean.square())).sqrt(),
+        "var": var,
+    }
+
+
+class BatchAggregator:
+    """Running count, mean, M2 (Chan et al.) and sum of squares over samples, per channel.
+
+    ``update`` takes per-sample values v (B, C) >= 0; ``finalize`` returns (C,) tensors:
+    mean = mean_b v (= mean |v|), l2 = sqrt(sum_b v^2), var = M2 / n.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device="cpu"):
+        self.n = 0
+        self.mean = torch.zeros(shape, device=device)
+        self.m2 = torch.zeros(shape, device=device)
+        self.sumsq = torch.zeros(shape, device=device)
+
+    def update(self, v: torch.Tensor) -> None:
+        v = v.float()
+        nb = v.shape[0]
+        if nb == 0:
+            return
+        bvar, bmean = torch.var_mean(v, dim=0, correction=0)
+        delta = bmean - self.mean
+        total = self.n + nb
+        self.mean += delta * (nb / total)
+        self.m2 += bvar * nb + delta.square() * (self.n * nb / total)
+        self.sumsq += v.square().sum(dim=0)
+        self.n = total
+
+    def merge(self, other: "BatchAggregator") -> None:
+        """Fold another aggregator in (e.g. from another rank); same result as one stream."""
+        if other.n == 0:
+            return
+        delta = other.mean - self.mean
+        total = self.n + other.n
+        self.mean += delta * (other.n / total)
+        self.m2 += other.m2 + delta.square() * (self.n * other.n / total)
+        self.sumsq += other.sumsq
+        self.n = total
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.clone(), "l2": self.sumsq.sqrt(), "var": self.m2 / max(self.n, 1)}
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "m2": self.m2, "sumsq": self.sumsq}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n = int(state["n"])
+        for k in ("mean", "m2", "sumsq"):
+            getattr(self, k).copy_(state[k])
+
+
+class ImportanceStat:
+    """All nine batch x seq aggregations of one activation site, e.g. heads of layer 3."""
+
+    def __init__(self, channels: int, device="cpu"):
+        self.by_seq = {s: BatchAggregator((channels,), device) for s in AGGREGATIONS}
+
+    def update(self, reduced: dict[str, torch.Tensor]) -> None:
+        """reduced: output of ``seq_reduce`` for one batch, {seq_agg: (B, C)}."""
+        for s, agg in self.by_seq.items():
+            agg.update(reduced[s])
+
+    def merge(self, other: "ImportanceStat") -> None:
+        for s, agg in self.by_seq.items():
+            agg.merge(other.by_seq[s])
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        """{"<batch>_<seq>": (C,)} for batch, seq in {mean, l2, var}."""
+        out = {}
+        for s, agg in self.by_seq.items():
+            for b, value in agg.finalize().items():
+                out[f"{b}_{s}"] = value
+        return out
+
+    def state_dict(self) -> dict:
+        return {s: a.state_dict() for s, a in self.by_seq.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for s, a in self.by_seq.items():
+            a.load_state_dict(state[s])
+
+
+class MeanStat:
+    """Running sums and counts of per-token values per slot (e.g. cosines per layer); mean at the end."""
+
+    def __init__(self, shape: tuple[int, ...] = (), device="cpu"):
+        self.total = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.count = torch.zeros(shape, dtype=torch.float64, device=device)
+
+    def update_at(self, index: int, values_sum: torch.Tensor, count: int) -> None:
+        self.total[index] += values_sum.double()
+        self.count[index] += count
+
+    def merge(self, other: "MeanStat") -> None:
+        self.total += other.total
+        self.count += other.count
+
+    def finalize(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+    def state_dict(self) -> dict:
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total.copy_(state["total"])
+        self.count.copy_(state["count"])
