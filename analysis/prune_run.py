@@ -118,6 +118,7 @@ def prune(cfg: PruneConfig, console=None):
         ppl = (perplexity(loaded.model, ids, cfg.batch_size), perplexity(pruned, ids, cfg.batch_size))
     doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned), target, cfg, run, ppl,
                  scored=run is not None)
+    doc["kept_layers"] = plan.layers  # which teacher layers survive: the depth decision, auditable
     return pruned, loaded.tokenizer, doc
 
 
