@@ -90,6 +90,10 @@ class DecoderAdapter:
     def lm_head(self) -> nn.Linear:
         return self.model.lm_head
 
+    def tie_embeddings(self) -> None:
+        """Share the input embedding with the LM head again (after the embedding was replaced)."""
+        self.model.lm_head.weight = self.model.model.embed_tokens.weight
+
     def attention(self, i: int) -> nn.Module:
         return self.layers[i].self_attn
 

@@ -235,15 +235,16 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs") -> Car
         name=model_dir.name, display_name=model_dir.name, arch=arch, role="pruned" if recipe else "model",
         usage_path=str(model_dir), license=licence, license_link=teacher.license_link if teacher else "",
         teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
-        description=_directory_description(recipe), prune=recipe, analysis=summarize_run(run) if run else None,
+        description=_directory_description(recipe, arch), prune=recipe, analysis=summarize_run(run) if run else None,
         tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=model_dir,
     )
 
 
-def _directory_description(recipe: PruneInfo | None) -> str:
+def _directory_description(recipe: PruneInfo | None, arch: Architecture) -> str:
     if recipe is None:
         return "A local decoder checkpoint described from its config.json."
-    return f"{recipe.teacher} pruned by Minitron Lab to {recipe.params / 1e6:,.1f}M parameters."
+    params = recipe.params or arch.params()["total"]  # a hand-made recipe may omit the count
+    return f"{recipe.teacher or 'A teacher'} pruned by Minitron Lab to {params / 1e6:,.1f}M parameters."
 
 
 def build(model: str, runs_root: str | Path = "runs") -> CardData:

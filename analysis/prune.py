@@ -1,0 +1,200 @@
+"""Minitron-style structured pruning: targets, validation and ranking (pure functions).
+
+The recipe (arXiv 2407.14679 §2, Model Optimizer's ``mcore_minitron``):
+  * embedding channels: ONE kept set for the whole network, ranked by the network-wide channel
+    score; kept indices stay in ascending order so the residual stream keeps its layout;
+  * attention: query heads are ranked inside each GQA group and every group of every layer keeps
+    the same count; key/value heads are all kept;
+  * MLP: neurons ranked per layer, every layer keeps the same count;
+  * depth: keep the layers scoring highest by block importance (``bi``) or by the LM loss measured
+    with the layer removed (``drop-loss``: dropping the layers whose removal hurts least).
+
+Building the smaller model from a ``PrunePlan`` lives in ``analysis.surgery``; writing it to disk in
+``analysis.export``. Nothing here touches module paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from analysis.errors import MinitronError
+from analysis.registry import Architecture, get
+
+DEPTH_METRICS = {"bi": "block_importance", "drop-loss": "drop_layer_loss"}  # CLI name -> run tensor
+
+
+@dataclass(frozen=True)
+class PruneTarget:
+    """Requested student shape; None keeps the teacher's size on that axis."""
+
+    hidden: int | None = None  # embedding channels kept (network-wide)
+    ffn: int | None = None  # MLP neurons kept per layer
+    heads: int | None = None  # query heads kept per layer (multiple of the kv heads)
+    layers: int | None = None  # decoder layers kept
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Importance:
+    """Scores that rank each axis; higher = more important. Any may be None (keep leading indices)."""
+
+    channels: torch.Tensor | None = None  # [D]
+    heads: torch.Tensor | None = None  # [L, H]
+    neurons: torch.Tensor | None = None  # [L, F]
+    depth: torch.Tensor | None = None  # [L]
+
+
+@dataclass
+class PrunePlan:
+    """What survives, as indices into the teacher (all sorted ascending)."""
+
+    layers: list[int]  # kept teacher layers, in order
+    channels: torch.Tensor  # [D'] kept embedding channels
+    heads: dict[int, torch.Tensor]  # teacher layer -> [H'] kept query heads
+    neurons: dict[int, torch.Tensor]  # teacher layer -> [F'] kept MLP neurons
+    head_dim: int  # unchanged width of one head
+
+
+def target_from_registry(teacher: Architecture, name: str) -> PruneTarget:
+    """The shape of a registry model (``--target 8B``) as a target for ``teacher``."""
+    arch = get(name).arch
+    if (arch.family, arch.vocab, arch.head_dim, arch.kv_heads) != (
+        teacher.family, teacher.vocab, teacher.head_dim, teacher.kv_heads
+    ):
+        raise MinitronError(
+            f"--target {name}: its family/vocab/head_dim/kv heads ({arch.family}, {arch.vocab}, "
+            f"{arch.head_dim}, {arch.kv_heads}) differ from the teacher's ({teacher.family}, "
+            f"{teacher.vocab}, {teacher.head_dim}, {teacher.kv_heads}); pruning cannot change them"
+        )
+    return PruneTarget(hidden=arch.hidden, ffn=arch.mlp, heads=arch.heads, layers=arch.layers)
+
+
+def resolve_target(teacher: Architecture, target: PruneTarget) -> Architecture:
+    """Validate ``target`` against ``teacher`` (before any work) and return the student shape."""
+    sizes = {"hidden": (target.hidden, teacher.hidden), "ffn": (target.ffn, teacher.mlp),
+             "heads": (target.heads, teacher.heads), "layers": (target.layers, teacher.layers)}
+    for axis, (want, have) in sizes.items():
+        if want is None:
+            continue
+        if want <= 0:
+            raise MinitronError(f"--{axis} must be positive, got {want}")
+        if want > have:
+            raise MinitronError(f"--{axis} {want} exceeds the teacher's {have}; pruning only removes")
+    heads = target.heads or teacher.heads
+    if heads % teacher.kv_heads:
+        raise MinitronError(
+            f"--heads {heads} is not a multiple of the {teacher.kv_heads} kv heads; every GQA group "
+            f"keeps the same number of query heads (try {_nearest_multiple(heads, teacher.kv_heads)})"
+        )
+    return teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
+                           heads=heads, layers=target.layers or teacher.layers)
+
+
+def _nearest_multiple(n: int, k: int) -> int:
+    return max(k, round(n / k) * k)
+
+
+def top_sorted(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` largest scores, returned in ascending index order. scores: [N] -> [n].
+
+    A stable descending sort breaks ties by the lower index, so equal scores prune deterministically.
+    """
+    order = torch.sort(scores.float(), descending=True, stable=True).indices
+    return order[:n].sort().values
+
+
+def rank_channels(channels: torch.Tensor, n: int) -> torch.Tensor:
+    """[D] network-wide channel scores -> [n] kept channels, ascending."""
+    return top_sorted(channels, n)
+
+
+def rank_heads(heads: torch.Tensor, kv_heads: int, n: int) -> torch.Tensor:
+    """[L, H] head scores -> [L, n] kept query heads per layer, ascending.
+
+    Query head h reads kv head h // (H // kv_heads) (HF ``repeat_kv``), so group g holds the
+    consecutive heads g*r .. g*r+r-1; each group keeps its n // kv_heads best heads.
+    """
+    L, H = heads.shape
+    per_group = n // kv_heads
+    grouped = heads.float().reshape(L, kv_heads, H // kv_heads)  # (L, groups, r)
+    order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices[..., :per_group]
+    offsets = torch.arange(kv_heads).view(1, kv_heads, 1) * (H // kv_heads)
+    return (order.sort(dim=-1).values + offsets).reshape(L, n)
+
+
+def rank_neurons(neurons: torch.Tensor, n: int) -> torch.Tensor:
+    """[L, F] neuron scores -> [L, n] kept neurons per layer, ascending."""
+    return torch.stack([top_sorted(row, n) for row in neurons])
+
+
+def rank_layers(depth: torch.Tensor, n: int) -> list[int]:
+    """[L] layer scores (BI, or LM loss with the layer removed) -> the n kept layers, in order.
+
+    Both metrics grow with importance: a high BI changes the residual stream a lot, a high drop
+    loss hurts when removed, so the layers with the lowest scores are dropped.
+    """
+    return top_sorted(depth, n).tolist()
+
+
+def _leading(count: int, keep: int) -> torch.Tensor:
+    return torch.arange(keep) if keep <= count else torch.arange(count)
+
+
+def make_plan(teacher: Architecture, student: Architecture, imp: Importance) -> PrunePlan:
+    """Rank every axis of ``teacher`` down to ``student`` (shape from ``resolve_target``).
+
+    An axis without scores keeps its leading indices (used for random-init shape work).
+    """
+    L, H, kv = teacher.layers, teacher.heads, teacher.kv_heads
+    layers = rank_layers(imp.depth, student.layers) if imp.depth is not None else list(range(student.layers))
+    channels = rank_channels(imp.channels, student.hidden) if imp.channels is not None \
+        else _leading(teacher.hidden, student.hidden)
+    if imp.heads is not None:
+        head_idx = rank_heads(imp.heads, kv, student.heads)
+    else:  # first r' heads of each group, so GQA stays consistent without scores
+        r, r_new = H // kv, student.heads // kv
+        head_idx = (torch.arange(kv).view(kv, 1) * r + torch.arange(r_new)).reshape(1, -1).expand(L, -1)
+    neuron_idx = rank_neurons(imp.neurons, student.mlp) if imp.neurons is not None \
+        else _leading(teacher.mlp, student.mlp).expand(L, -1)
+    return PrunePlan(layers=layers, channels=channels,
+                     heads={i: head_idx[i] for i in layers}, neurons={i: neuron_idx[i] for i in layers},
+                     head_dim=teacher.head_dim)
+
+
+def _check_scores(teacher: Architecture, imp: Importance) -> None:
+    """Importance must come from a run of this very architecture."""
+    expected = {"channels": (teacher.hidden,), "heads": (teacher.layers, teacher.heads),
+                "neurons": (teacher.layers, teacher.mlp), "depth": (teacher.layers,)}
+    for axis, shape in expected.items():
+        t = getattr(imp, axis)
+        if t is not None and tuple(t.shape) != shape:
+            raise MinitronError(
+                f"importance '{axis}' has shape {tuple(t.shape)} but the teacher needs {shape}; "
+                "was the analysis run made on another model?"
+            )
+
+
+def importance_from_run(run, aggregation: str, depth_metric: str) -> Importance:
+    """Pick the tensors of an analysis run (``analysis.results.RunResult``) for one recipe."""
+    if depth_metric not in DEPTH_METRICS:
+        raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
+    try:
+        axes = {a: run.importance(a, aggregation) for a in ("channels", "heads", "neurons")}
+    except KeyError:
+        raise MinitronError(f"{run.path}: no '{aggregation}' aggregation in the run") from None
+    depth = run.tensors.get(DEPTH_METRICS[depth_metric])
+    return Importance(depth=depth, **axes)
+
+
+def plan_for(teacher: Architecture, target: PruneTarget, imp: Importance) -> tuple[Architecture, PrunePlan]:
+    """Validate, check the scores' shapes, rank: the student shape and its plan."""
+    student = resolve_target(teacher, target)
+    _check_scores(teacher, imp)
+    scored = any(t is not None for t in (imp.channels, imp.heads, imp.neurons))
+    if scored and imp.depth is None and student.layers < teacher.layers:
+        raise MinitronError("depth pruning needs layer scores; the analysis run has none for this metric")
+    return student, make_plan(teacher, student, imp)

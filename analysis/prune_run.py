@@ -1,0 +1,138 @@
+"""The prune pipeline: load teacher -> importance (run or on the fly) -> plan -> build -> evaluate -> export.
+
+Zero-shot perplexity protocol (``perplexity``): the evaluation split of ``analysis.data`` (disjoint
+from calibration), each window scored independently, the first token of each window unscored,
+exp of the mean token NLL over N*(T-1) tokens, float32 log-softmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from analysis.adapter import DecoderAdapter, param_count
+from analysis.configs import from_hf_config
+from analysis.data import DataConfig, build_splits
+from analysis.errors import MinitronError
+from analysis.loading import LoadConfig, LoadedModel, load_model
+from analysis.prune import (
+    Importance,
+    PruneTarget,
+    importance_from_run,
+    plan_for,
+    resolve_target,
+    target_from_registry,
+)
+from analysis.results import DEFAULT_AGGREGATION
+
+PPL_PROTOCOL = ("analysis.data eval split; independent windows; first token of each window unscored; "
+                "exp(mean token NLL)")
+
+
+@dataclass
+class PruneConfig:
+    """One pruning job."""
+
+    load: LoadConfig = field(default_factory=LoadConfig)  # the teacher
+    target: PruneTarget = field(default_factory=PruneTarget)  # explicit sizes (override target_name)
+    target_name: str | None = None  # registry model whose shape to take (--target 8B)
+    run: str | None = None  # analysis run directory; None: analyse on the fly
+    depth_metric: str = "bi"  # "bi" or "drop-loss"
+    aggregation: str = DEFAULT_AGGREGATION  # batch_seq aggregation of the importance scores
+    data: DataConfig = field(default_factory=DataConfig)  # on-the-fly analysis and perplexity
+    evaluate: bool = True  # zero-shot perplexity before and after
+    batch_size: int = 8
+
+
+def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
+    """``--target`` shape, with explicit --hidden/--ffn/--heads/--layers taking precedence."""
+    base = target_from_registry(teacher, cfg.target_name) if cfg.target_name else PruneTarget()
+    t = cfg.target
+    return PruneTarget(hidden=t.hidden or base.hidden, ffn=t.ffn or base.ffn,
+                       heads=t.heads or base.heads, layers=t.layers or base.layers)
+
+
+@torch.no_grad()
+def perplexity(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> float:
+    """ids [N, T] -> exp(mean NLL of tokens 1..T-1 of every window) (protocol in module docstring)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in ids.split(batch_size):
+        batch = batch.to(device)
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+        total, count = total + nll.item(), count + batch[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None]:
+    """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices)."""
+    from analysis.results import load_run
+
+    if cfg.run:
+        return importance_from_run(load_run(cfg.run), cfg.aggregation, cfg.depth_metric), str(cfg.run)
+    if loaded.tokenizer is None:
+        return Importance(), None
+    from analysis.runner import AnalysisConfig, run_analysis
+
+    # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
+    acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=(1,))
+    try:
+        run_dir = run_analysis(acfg, console=console)
+    except NotImplementedError:
+        raise MinitronError("no --run given and the analysis engine is not available; "
+                            "run `python cli.py analyze` first and pass --run DIR") from None
+    return importance_from_run(load_run(run_dir), cfg.aggregation, cfg.depth_metric), str(run_dir)
+
+
+def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarget, cfg: PruneConfig,
+           run: str | None, ppl: tuple[float | None, float | None], scored: bool) -> dict:
+    """The prune_recipe.json document (keys in analysis.export.RECIPE_KEYS, plus the protocol)."""
+    return {
+        "teacher": loaded_name, "teacher_params": teacher_params, "params": params,
+        "target": target.to_json(), "depth_metric": cfg.depth_metric if scored else "none",
+        "aggregation": cfg.aggregation if scored else "none", "ppl_before": ppl[0], "ppl_after": ppl[1],
+        "importance_run": run, "ppl_protocol": PPL_PROTOCOL if ppl[0] is not None else None,
+        "ppl_data": {"source": cfg.data.source, "seq_len": cfg.data.seq_len,
+                     "eval_samples": cfg.data.eval_samples, "seed": cfg.data.seed},
+    }
+
+
+def prune(cfg: PruneConfig, console=None):
+    """Prune the teacher of ``cfg``; returns (pruned model, tokenizer, recipe dict)."""
+    from analysis.surgery import build_pruned
+
+    loaded = load_model(cfg.load)
+    teacher = DecoderAdapter(loaded.model).arch
+    target = merged_target(teacher, cfg)
+    resolve_target(teacher, target)  # fail before the (possibly long) analysis
+    imp, run = _importance(cfg, loaded, console)
+    student, plan = plan_for(teacher, target, imp)
+    pruned = build_pruned(loaded.model, student, plan)
+    ppl = (None, None)
+    if cfg.evaluate and loaded.tokenizer is not None:
+        ids = build_splits(loaded.tokenizer, cfg.data, teacher.max_positions).eval
+        ppl = (perplexity(loaded.model, ids, cfg.batch_size), perplexity(pruned, ids, cfg.batch_size))
+    doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned), target, cfg, run, ppl,
+                 scored=run is not None)
+    doc["kept_layers"] = plan.layers  # which teacher layers survive: the depth decision, auditable
+    return pruned, loaded.tokenizer, doc
+
+
+def dry_run(cfg: PruneConfig):
+    """Shapes only: (student HF config, recipe dict), from the registry or a config; no weights."""
+    from analysis.surgery import pruned_config
+
+    meta = load_model(dataclasses.replace(cfg.load, device="meta", random_init=True))
+    teacher = from_hf_config(meta.model.config)
+    target = merged_target(teacher, cfg)
+    student = resolve_target(teacher, target)
+    config = pruned_config(meta.model.config, student, list(range(student.layers)))
+    params = from_hf_config(config).params()["total"]
+    doc = recipe(meta.name, teacher.params()["total"], params, target, cfg, None, (None, None), False)
+    doc |= {"dry_run": True, "note": "shapes only; which layers/channels/heads survive needs importance"}
+    return config, doc
+

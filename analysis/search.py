@@ -1,0 +1,118 @@
+"""Architecture search in the Minitron paper's space (arXiv 2407.14679 §2.3, Table 9).
+
+Rules, exactly as implemented:
+  1. The grid is the product layers x heads x MLP factor x hidden of the named space; the MLP
+     size of a candidate is int(factor * hidden). Head width, kv heads, vocab and norms are the
+     teacher's (pruning cannot change them).
+  2. A candidate must fit inside the teacher on every axis (no axis grows) and its heads must be a
+     multiple of the kv heads; for Nemotron-4 15B every grid point passes.
+  3. Its exact total parameter count (``Architecture.params``: embeddings in and out, every
+     projection, LayerNorm1P weight and bias) must lie within ``tolerance`` of the budget:
+     |params - budget| <= tolerance * budget, with the NOMINAL budget (8B = 8.0e9, 4B = 4.0e9),
+     not the published student's count.
+  4. Candidates are listed by distance to the budget; ``rank`` re-orders them by zero-shot LM loss
+     after pruning, when the teacher has weights.
+With these rules the 4B space gives 18 candidates from Nemotron-4 15B, as the paper reports; the 8B
+space gives 18, three more than the paper's 15 (see tests/test_search.py for the list). No rule we
+could justify (budget = the published 8.272B, non-embedding counts, one-sided windows, MLP rounding)
+gives 15 and 18 together, so we keep the stated rules rather than one tuned to hit the number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+
+from analysis.errors import MinitronError
+from analysis.registry import Architecture
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One row of the paper's Table 9."""
+
+    layers: tuple[int, ...]  # decoder layers
+    heads: tuple[int, ...]  # query heads per layer
+    mlp_factors: tuple[float, ...]  # MLP size / hidden
+    hidden: tuple[int, ...]  # embedding channels
+    budget: float  # nominal parameter budget the space was drawn for
+
+
+SPACES = {
+    "8B": SearchSpace(layers=(29, 30, 31, 32), heads=(32, 48), mlp_factors=(2.5, 3.0, 3.5, 4.0),
+                      hidden=(4096, 4680, 5120, 5632, 6144), budget=8e9),
+    "4B": SearchSpace(layers=(29, 30, 31, 32), heads=(24, 32, 48), mlp_factors=(2.5, 3.0, 3.5, 4.0),
+                      hidden=(2560, 3072, 3584, 4096, 4608), budget=4e9),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    arch: Architecture  # the student shape
+    mlp_factor: float  # MLP / hidden as in the grid
+    params: int  # exact total parameters
+
+    def delta(self, budget: float) -> float:
+        """Relative distance to the budget: (params - budget) / budget."""
+        return (self.params - budget) / budget
+
+
+_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_budget(text: str) -> float:
+    """'8B', '4b', '7.5B', '750M', '8e9' -> parameters."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", text.lower())
+    if not m:
+        raise MinitronError(f"--params '{text}' is not a parameter count (e.g. 8B, 4B, 7.5e9)")
+    value = float(m.group(1)) * _UNITS[m.group(2)]
+    if value <= 0:
+        raise MinitronError(f"--params must be positive, got '{text}'")
+    return value
+
+
+def space_for(budget: float) -> SearchSpace:
+    """The named space drawn for the closest budget on a log scale (8B above 5.66e9, else 4B)."""
+    return min(SPACES.values(), key=lambda s: abs(math.log(budget / s.budget)))
+
+
+def _fits(teacher: Architecture, arch: Architecture) -> bool:
+    return (arch.layers <= teacher.layers and arch.heads <= teacher.heads and arch.hidden <= teacher.hidden
+            and arch.mlp <= teacher.mlp and arch.heads % teacher.kv_heads == 0)
+
+
+def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpace,
+                         tolerance: float = 0.05) -> list[Candidate]:
+    """Every grid point that fits the teacher and lies within tolerance of the budget (module rules)."""
+    if not 0 <= tolerance < 1:
+        raise MinitronError(f"--tolerance must be in [0, 1), got {tolerance}")
+    found = []
+    for layers, heads, factor, hidden in itertools.product(space.layers, space.heads, space.mlp_factors,
+                                                           space.hidden):
+        arch = teacher.replace(layers=layers, heads=heads, hidden=hidden, mlp=int(factor * hidden))
+        if not _fits(teacher, arch):
+            continue
+        params = arch.params()["total"]
+        if abs(params - budget) <= tolerance * budget:
+            found.append(Candidate(arch=arch, mlp_factor=factor, params=params))
+    return sorted(found, key=lambda c: (abs(c.delta(budget)), c.params))
+
+
+def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8) -> list[float]:
+    """Zero-shot LM loss (mean token NLL on ``eval_ids`` [N, T]) of each candidate pruned from ``model``."""
+    from analysis.adapter import DecoderAdapter
+    from analysis.prune import PruneTarget, plan_for
+    from analysis.prune_run import perplexity
+    from analysis.surgery import build_pruned
+
+    teacher = DecoderAdapter(model).arch
+    losses = []
+    for c in candidates:
+        target = PruneTarget(hidden=c.arch.hidden, ffn=c.arch.mlp, heads=c.arch.heads, layers=c.arch.layers)
+        student, plan = plan_for(teacher, target, importance)
+        pruned = build_pruned(model, student, plan)
+        losses.append(math.log(perplexity(pruned, eval_ids, batch_size)))
+        del pruned
+    return losses

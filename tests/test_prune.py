@@ -1,0 +1,183 @@
+"""Pruning: identity, an independent hand-sliced reference, GQA ranking, export round trip, dry run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from analysis.adapter import DecoderAdapter, param_count
+from analysis.errors import MinitronError
+from analysis.export import RECIPE_KEYS, export_model
+from analysis.loading import LoadConfig
+from analysis.prune import (
+    Importance,
+    PruneTarget,
+    plan_for,
+    rank_heads,
+    rank_layers,
+    resolve_target,
+    target_from_registry,
+)
+from analysis.prune_run import PruneConfig, dry_run
+from analysis.registry import get
+from analysis.surgery import build_pruned
+from tests.conftest import tiny_model
+
+FAMILIES = ["nemotron", "llama"]
+
+
+def _ids(vocab: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(seed))
+
+
+def _random_importance(arch, seed: int = 3) -> Importance:
+    g = torch.Generator().manual_seed(seed)
+    return Importance(channels=torch.rand(arch.hidden, generator=g), heads=torch.rand(arch.layers, arch.heads, generator=g),
+                      neurons=torch.rand(arch.layers, arch.mlp, generator=g), depth=torch.rand(arch.layers, generator=g))
+
+
+def _prune(model, target: PruneTarget, imp: Importance | None = None):
+    arch = DecoderAdapter(model).arch
+    student, plan = plan_for(arch, target, imp or _random_importance(arch))
+    return build_pruned(model, student, plan), plan
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_own_shape_is_identity(family):
+    model = tiny_model(family)
+    pruned, _ = _prune(model, PruneTarget())
+    x = _ids(model.config.vocab_size)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, pruned(x).logits)
+
+
+# --- independent reference: explicit index_select on the raw state dict, no adapter ----------------
+def _reference(model, plan, hd: int):
+    """Slice the teacher's state dict by hand (names spelled out here on purpose) into the pruned config."""
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    ch, out = plan.channels, {}
+    out["model.embed_tokens.weight"] = sd["model.embed_tokens.weight"].index_select(1, ch)
+    for norm in ("weight", "bias"):
+        if f"model.norm.{norm}" in sd:
+            out[f"model.norm.{norm}"] = sd[f"model.norm.{norm}"].index_select(0, ch)
+    if "lm_head.weight" in sd and not model.config.tie_word_embeddings:
+        out["lm_head.weight"] = sd["lm_head.weight"].index_select(1, ch)
+    for j, i in enumerate(plan.layers):
+        src, dst = f"model.layers.{i}.", f"model.layers.{j}."
+        rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in plan.heads[i].tolist()])
+        neurons = plan.neurons[i]
+        out[dst + "self_attn.q_proj.weight"] = sd[src + "self_attn.q_proj.weight"].index_select(0, rows).index_select(1, ch)
+        for kv in ("k_proj", "v_proj"):
+            out[dst + f"self_attn.{kv}.weight"] = sd[src + f"self_attn.{kv}.weight"].index_select(1, ch)
+        out[dst + "self_attn.o_proj.weight"] = sd[src + "self_attn.o_proj.weight"].index_select(0, ch).index_select(1, rows)
+        for proj in ("gate_proj", "up_proj"):
+            if src + f"mlp.{proj}.weight" in sd:
+                out[dst + f"mlp.{proj}.weight"] = sd[src + f"mlp.{proj}.weight"].index_select(0, neurons).index_select(1, ch)
+        out[dst + "mlp.down_proj.weight"] = sd[src + "mlp.down_proj.weight"].index_select(0, ch).index_select(1, neurons)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            for p in ("weight", "bias"):
+                if src + f"{norm}.{p}" in sd:
+                    out[dst + f"{norm}.{p}"] = sd[src + f"{norm}.{p}"].index_select(0, ch)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_matches_hand_sliced_reference(family):
+    model = tiny_model(family)
+    pruned, plan = _prune(model, PruneTarget(hidden=20, ffn=24, heads=2, layers=3))
+    ref = AutoModelForCausalLM.from_config(pruned.config, dtype=torch.float32).eval()
+    missing, unexpected = ref.load_state_dict(_reference(model, plan, 8), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied head follows the embedding
+    ref.tie_weights()
+    assert plan.channels.tolist() == sorted(plan.channels.tolist())
+    x = _ids(model.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x).logits, ref(x).logits, rtol=0, atol=0)
+
+
+def test_heads_ranked_within_groups():
+    # 2 layers, 6 heads in 2 kv groups of 3: keep 2 per group, chosen inside each group.
+    scores = torch.tensor([[9.0, 1, 5, 0, 7, 8], [1.0, 2, 3, 9, 9, 0]])
+    assert rank_heads(scores, kv_heads=2, n=4).tolist() == [[0, 2, 4, 5], [1, 2, 3, 4]]
+
+
+def test_depth_drops_least_important():
+    assert rank_layers(torch.tensor([0.9, 0.1, 0.5, 0.3]), 2) == [0, 2]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tied_stays_tied_untied_stays_separate(family):
+    model = tiny_model(family)
+    pruned, _ = _prune(model, PruneTarget(hidden=24))
+    a = DecoderAdapter(pruned)
+    assert a.tied == DecoderAdapter(model).tied == (family == "llama")
+    if not a.tied:
+        assert a.lm_head.weight.data_ptr() != a.embed_tokens.weight.data_ptr()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_round_trip(family, tmp_path):
+    model = tiny_model(family)
+    pruned, _ = _prune(model, PruneTarget(hidden=24, ffn=16, heads=2, layers=2))
+    recipe = {k: None for k in RECIPE_KEYS} | {"teacher": "tiny", "params": param_count(pruned)}
+    out = export_model(pruned, None, tmp_path / "out", recipe)
+    assert {"config.json", "model.safetensors", "generation_config.json", "prune_recipe.json"} <= {p.name for p in out.iterdir()}
+    loaded, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert DecoderAdapter(loaded).tied == (family == "llama")
+    x = _ids(model.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, pruned(x).logits)
+    assert json.loads((out / "prune_recipe.json").read_text())["params"] == param_count(loaded)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_export_refuses_to_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(MinitronError, match="--force"):
+        export_model(tiny_model("llama"), None, tmp_path / "out", {k: None for k in RECIPE_KEYS})
+    assert (tmp_path / "out" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("target, message", [
+    (PruneTarget(heads=6), "exceeds"), (PruneTarget(heads=3), "multiple of the 2 kv heads"),
+    (PruneTarget(layers=5), "exceeds"), (PruneTarget(hidden=0), "positive"), (PruneTarget(ffn=-1), "positive"),
+    (PruneTarget(hidden=33), "exceeds"),
+])
+def test_impossible_targets(target, message):
+    with pytest.raises(MinitronError, match=message):
+        resolve_target(DecoderAdapter(tiny_model("nemotron")).arch, target)
+
+
+def test_impossible_target_fails_before_loading(monkeypatch):
+    from analysis import prune_run
+
+    def boom(*a, **k):
+        raise AssertionError("analysis started")
+
+    monkeypatch.setattr(prune_run, "_importance", boom)
+    with pytest.raises(MinitronError, match="exceeds"):
+        prune_run.prune(PruneConfig(load=LoadConfig(model="15B", device="meta", random_init=True),
+                                    target=PruneTarget(layers=40)))
+
+
+@pytest.mark.parametrize("name, total", [("8B", 8_271_699_968), ("4B", 4_190_509_056)])
+def test_dry_run_15b_to_minitron(name, total):
+    config, recipe = dry_run(PruneConfig(load=LoadConfig(model="15B"), target_name=name))
+    want = get(name).arch
+    assert (config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads,
+            config.num_hidden_layers, config.head_dim) == (want.hidden, want.mlp, want.heads, want.kv_heads,
+                                                           want.layers, want.head_dim)
+    assert recipe["params"] == total == want.params()["total"]
+    assert round(total / 1e9, 3) == float(name[0] == "8" and 8.272 or 4.191)
+    with torch.device("meta"):
+        assert param_count(AutoModelForCausalLM.from_config(config)) == total
+
+
+def test_target_from_registry_rejects_other_family():
+    with pytest.raises(MinitronError, match="differ"):
+        target_from_registry(get("15B").arch, "smollm2-135m")
