@@ -90,8 +90,27 @@ def resolve_target(teacher: Architecture, target: PruneTarget) -> Architecture:
             f"--heads {heads} is not a multiple of the {teacher.kv_heads} kv heads; every GQA group "
             f"keeps the same number of query heads (try {_nearest_multiple(heads, teacher.kv_heads)})"
         )
-    return teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
-                           heads=heads, layers=target.layers or teacher.layers)
+    student = teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
+                              heads=heads, layers=target.layers or teacher.layers)
+    _check_transformers_accepts(student)
+    return student
+
+
+def _check_transformers_accepts(student: Architecture) -> None:
+    """The installed transformers must accept the student's config, or the export could not load.
+
+    Llama-family configs, for instance, require hidden % heads == 0 even with an explicit head_dim
+    (Nemotron's do not: Minitron-8B has 4096 channels and 48 heads).
+    """
+    from analysis.configs import to_hf_config
+
+    try:
+        config = to_hf_config(student)
+        if hasattr(config, "validate"):
+            config.validate()
+    except Exception as exc:  # noqa: BLE001 - any validator's complaint is a user error here
+        reason = str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1]
+        raise MinitronError(f"transformers rejects the {student.family} student shape: {reason}") from None
 
 
 def _nearest_multiple(n: int, k: int) -> int:

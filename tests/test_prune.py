@@ -181,3 +181,14 @@ def test_dry_run_15b_to_minitron(name, total):
 def test_target_from_registry_rejects_other_family():
     with pytest.raises(MinitronError, match="differ"):
         target_from_registry(get("15B").arch, "smollm2-135m")
+
+
+def test_shapes_transformers_would_reject_fail_before_work():
+    """Llama configs need hidden % heads == 0 (even with head_dim set); Nemotron's do not (Minitron-8B: 4096/48)."""
+    from analysis.errors import MinitronError
+    from analysis.prune import PruneTarget, resolve_target
+    from analysis.registry import get
+
+    with pytest.raises(MinitronError, match=r"hidden size \(480\) is not a multiple .* heads \(9\)"):
+        resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480))
+    assert resolve_target(get("15B").arch, PruneTarget(hidden=4096, heads=48)).hidden == 4096
