@@ -54,13 +54,13 @@ def write_recipe(directory: Path, recipe: dict) -> None:
     (directory / RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def _write_card(directory: Path) -> None:
-    """README.md from config.json + prune_recipe.json, when the cards package is installed."""
+def _write_card(directory: Path, final: Path) -> None:
+    """README.md from config.json + prune_recipe.json, named after the final directory."""
     try:
         from cards import write_card_for_directory
     except ImportError:
         return
-    write_card_for_directory(directory)
+    write_card_for_directory(directory, final=final)
 
 
 def export_model(model, tokenizer, out: str | Path, recipe: dict, force: bool = False) -> Path:
@@ -72,7 +72,7 @@ def export_model(model, tokenizer, out: str | Path, recipe: dict, force: bool = 
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_recipe(tmp, recipe)
-        _write_card(tmp)
+        _write_card(tmp, Path(out))
     return Path(out)
 
 

@@ -224,19 +224,23 @@ def read_architecture(model_dir: Path) -> Architecture:
     return from_hf_config(config)
 
 
-def from_directory(model_dir: str | Path, runs_root: str | Path = "runs") -> CardData:
-    """Card data of a local (e.g. pruned) model directory from config.json and prune_recipe.json."""
+def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final: str | Path | None = None) -> CardData:
+    """Card data of a local (e.g. pruned) model directory from config.json and prune_recipe.json.
+
+    ``final`` names the directory's eventual location when ``model_dir`` is a staging copy.
+    """
     model_dir = Path(model_dir).resolve()
+    home = Path(final).resolve() if final else model_dir
     arch, recipe = read_architecture(model_dir), read_recipe(model_dir)
     teacher = lookup(recipe.teacher) if recipe and recipe.teacher else None
-    run = latest_run(model_dir.name, runs_root)
+    run = latest_run(home.name, runs_root)
     licence = teacher.license if teacher else ""
     return CardData(
-        name=model_dir.name, display_name=model_dir.name, arch=arch, role="pruned" if recipe else "model",
-        usage_path=str(model_dir), license=licence, license_link=teacher.license_link if teacher else "",
+        name=home.name, display_name=home.name, arch=arch, role="pruned" if recipe else "model",
+        usage_path=str(home), license=licence, license_link=teacher.license_link if teacher else "",
         teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
         description=_directory_description(recipe, arch), prune=recipe, analysis=summarize_run(run) if run else None,
-        tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=model_dir,
+        tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=home,
     )
 
 

@@ -83,6 +83,11 @@ def write_cards(models: list[str], out: str | Path | None = None, template=None,
     return written
 
 
-def write_card_for_directory(model_dir: str | Path, runs_root: str | Path = "runs") -> Path:
-    """Write README.md (and figures) into a model directory, from its config.json and prune_recipe.json."""
-    return write_card(from_directory(model_dir, runs_root), Path(model_dir))
+def write_card_for_directory(model_dir: str | Path, runs_root: str | Path = "runs",
+                             final: str | Path | None = None) -> Path:
+    """Write README.md (and figures) into a model directory, from its config.json and prune_recipe.json.
+
+    ``final``: where the directory will live once a staged (temporary) write is renamed into place;
+    the card's name and usage path are taken from it.
+    """
+    return write_card(from_directory(model_dir, runs_root, final=final), Path(model_dir))

@@ -133,6 +133,8 @@ def test_export_round_trip(family, tmp_path):
         torch.testing.assert_close(loaded(x).logits, pruned(x).logits)
     assert json.loads((out / "prune_recipe.json").read_text())["params"] == param_count(loaded)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    card = (out / "README.md").read_text()
+    assert "\n# out\n" in card and ".tmp" not in card and str(out.resolve()) in card  # named after the final dir
 
 
 def test_export_refuses_to_overwrite(tmp_path):
