@@ -91,7 +91,7 @@ class Collector:
         self._boundary(self.L, _output(out))
 
     @contextlib.contextmanager
-    def collecting(self) -> Iterator["Collector"]:
+    def collecting(self) -> Iterator[Collector]:
         """Register every hook; they are removed in ``finally`` whatever happens."""
         handles = []
         ad = self.ad
@@ -158,7 +158,7 @@ class Collector:
             self.cos[n].load_state_dict(state["cos"][n])
             self.angle[n].load_state_dict(state["angle"][n])
 
-    def merge(self, other: "Collector") -> None:
+    def merge(self, other: Collector) -> None:
         for k, v in self.stats.items():
             v.merge(other.stats[k])
         for n in self.block_sizes:

@@ -21,17 +21,17 @@ def rope_parameters(config: PretrainedConfig) -> dict:
 def to_hf_config(arch: Architecture, **overrides) -> PretrainedConfig:
     """A transformers config that builds exactly this architecture."""
     rope = {"rope_type": "default", "rope_theta": arch.rope_theta}
-    common = dict(
-        vocab_size=arch.vocab, hidden_size=arch.hidden, intermediate_size=arch.mlp,
-        num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
-        num_key_value_heads=arch.kv_heads, head_dim=arch.head_dim, hidden_act=arch.activation,
-        max_position_embeddings=arch.max_positions, tie_word_embeddings=arch.tied_embeddings,
-    )
+    common = {
+        "vocab_size": arch.vocab, "hidden_size": arch.hidden, "intermediate_size": arch.mlp,
+        "num_hidden_layers": arch.layers, "num_attention_heads": arch.heads,
+        "num_key_value_heads": arch.kv_heads, "head_dim": arch.head_dim, "hidden_act": arch.activation,
+        "max_position_embeddings": arch.max_positions, "tie_word_embeddings": arch.tied_embeddings,
+    }
     if arch.family == "nemotron":
         rope["partial_rotary_factor"] = arch.rotary_fraction
-        common |= dict(norm_eps=arch.norm_eps, partial_rotary_factor=arch.rotary_fraction)
+        common |= {"norm_eps": arch.norm_eps, "partial_rotary_factor": arch.rotary_fraction}
     else:
-        common |= dict(rms_norm_eps=arch.norm_eps)
+        common |= {"rms_norm_eps": arch.norm_eps}
     common["rope_parameters"] = rope
     return AutoConfig.for_model(arch.family, **(common | overrides))
 

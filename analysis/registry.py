@@ -66,7 +66,7 @@ class Architecture:
             "per_layer": per_layer,
         }
 
-    def replace(self, **changes) -> "Architecture":
+    def replace(self, **changes) -> Architecture:
         return Architecture(**{**asdict(self), **changes})
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,10 +65,8 @@ def _tokenizer_for(lm: LoadedModel):
     """Random-init models have no tokenizer: borrow the embedded default's (ids stay in range)."""
     if lm.tokenizer is not None:
         return lm.tokenizer, None
-    from analysis.loading import LoadConfig as LC
-
     vocab = lm.model.config.vocab_size
-    tok = load_model(LC(device="cpu")).tokenizer
+    tok = load_model(LoadConfig(device="cpu")).tokenizer
     if len(tok) > vocab:
         raise MinitronError(f"{lm.name} has no tokenizer and a vocabulary ({vocab}) smaller than the default's")
     return tok, "smollm2-135m (borrowed: random-init model has none)"
@@ -221,6 +219,3 @@ def versions() -> dict[str, str]:
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-def config_dict(cfg: AnalysisConfig) -> dict:
-    return asdict(cfg)

@@ -53,7 +53,7 @@ class BatchAggregator:
         self.sumsq += v.square().sum(dim=0)
         self.n = total
 
-    def merge(self, other: "BatchAggregator") -> None:
+    def merge(self, other: BatchAggregator) -> None:
         """Fold another aggregator in (e.g. from another rank); same result as one stream."""
         if other.n == 0:
             return
@@ -87,7 +87,7 @@ class ImportanceStat:
         for s, agg in self.by_seq.items():
             agg.update(reduced[s])
 
-    def merge(self, other: "ImportanceStat") -> None:
+    def merge(self, other: ImportanceStat) -> None:
         for s, agg in self.by_seq.items():
             agg.merge(other.by_seq[s])
 
@@ -118,7 +118,7 @@ class MeanStat:
         self.total[index] += values_sum.double()
         self.count[index] += count
 
-    def merge(self, other: "MeanStat") -> None:
+    def merge(self, other: MeanStat) -> None:
         self.total += other.total
         self.count += other.count
 

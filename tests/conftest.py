@@ -49,8 +49,7 @@ def smol():
 
 def save_tiny_dir(path, family: str, seed: int = 0, **arch_changes):
     """A tiny random model saved as a normal HF directory with the embedded default's tokenizer."""
-    from analysis.loading import cache_root, save_safetensors  # noqa: F401 - cache populated by `smol`
-    from analysis.loading import LoadConfig, load_model
+    from analysis.loading import LoadConfig, cache_root, load_model, save_safetensors  # noqa: F401 - cache populated by `smol`
 
     model = tiny_model(family, seed=seed, vocab=49152, **arch_changes)
     path.mkdir(parents=True, exist_ok=True)

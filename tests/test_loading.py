@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], check=False, capture_output=True, text=True, cwd=cwd,
                           timeout=600)
 
 
