@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from analysis.atomic import atomic_dir as shared_atomic_dir
 from analysis.errors import MinitronError
 
 RECIPE = "prune_recipe.json"
@@ -33,18 +31,8 @@ def atomic_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise MinitronError(f"{out} already exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with shared_atomic_dir(out) as tmp:
         yield tmp
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_recipe(directory: Path, recipe: dict) -> None:

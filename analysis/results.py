@@ -15,14 +15,13 @@ Writes are atomic: a temporary directory renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from analysis.atomic import atomic_dir
 from analysis.errors import MinitronError
 
 TENSORS = "importance.safetensors"
@@ -54,23 +53,11 @@ def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict, extra
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    with atomic_dir(path) as tmp:
         save_file({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=_jsonable))
         for name, src in (extra or {}).items():
             shutil.copy(src, tmp / name)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
