@@ -53,10 +53,10 @@ def models(as_json: bool = typer.Option(False, "--json", help="print the registr
         table.add_column(col, justify="right" if col in ("layers", "hidden", "MLP", "vocab", "params", "non-emb") else "left")
     for m in MODELS:
         a, p = m.arch, m.arch.params()
-        table.add_row(m.name, ", ".join(m.aliases), m.role, m.hf_id or "(local checkpoint only)",
+        table.add_row(m.name, ", ".join(m.aliases[:2]), m.role, m.hf_id or "(local checkpoint only)",
                       str(a.layers), str(a.hidden), f"{a.heads}/{a.kv_heads}", str(a.mlp), str(a.vocab),
                       f"{p['total'] / 1e9:.3f}B", f"{p['non_embedding'] / 1e9:.3f}B")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 180).print(table)
 
 
 @app.command()
@@ -350,7 +350,7 @@ def _print_candidates(candidates, budget: float, losses) -> None:
         row = [str(n), str(c.arch.layers), str(c.arch.heads), f"{c.mlp_factor:g}", str(c.arch.hidden),
                str(c.arch.mlp), f"{c.params / 1e9:.3f}B", f"{c.delta(budget):+.1%}"]
         table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 180).print(table)
     print(f"{len(candidates)} candidates")
 
 
