@@ -10,6 +10,10 @@ Hook sites (named ``<kind>.<layer>``), activation shapes for B samples of T toke
 Hooks only reduce over the sequence (``seq_reduce``) and write the (B, C) result to a tape;
 ``fold`` moves the tape into float32 running statistics after each forward. Hooks are removed
 in ``finally`` when the ``collecting`` context exits.
+
+The hooks trace into one torch.compile graph without breaks (checked in tests/test_bench.py):
+their only side effects are stores into ``tape`` and ``_ring``, which dynamo replays after the
+graph runs. Keep them that way: no ``.item()``, no prints, no data-dependent Python branches.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Collector:
 
     def __init__(self, adapter: DecoderAdapter, block_sizes=(1, 2, 4, 8), pre_activation=False, device="cpu"):
         self.ad = adapter
+        self.device = torch.device(device)  # where the running statistics live
         self.L = adapter.num_layers
         self.block_sizes = tuple(n for n in sorted(set(block_sizes) | {1}) if 1 <= n <= self.L)
         self.pre_activation = pre_activation
@@ -76,7 +81,7 @@ class Collector:
         for n in self.block_sizes:
             prev = self._ring.get(j - n)
             if prev is not None:
-                c = pairwise_cos(prev, x)
+                c = pairwise_cos(prev.to(x.device), x)  # layers may sit on different GPUs (device_map)
                 ang = torch.arccos(c.clamp(-1, 1)) / torch.pi
                 self.tape[f"cos.{n}.{j - n}"] = {"cos": c.sum(dim=1), "angle": ang.sum(dim=1)}  # (B,)
         self._ring[j] = x
@@ -118,7 +123,7 @@ class Collector:
     def fold(self, valid: int | None = None) -> None:
         """Move the tape of one forward into the running statistics (first ``valid`` rows only)."""
         for name, value in self.tape.items():
-            rows = {k: v[:valid] for k, v in value.items()}
+            rows = {k: v[:valid].to(self.device) for k, v in value.items()}
             if name.startswith("cos."):
                 _, n, start = name.split(".")
                 tokens = rows["cos"].shape[0] * self.seq_len

@@ -17,18 +17,27 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from analysis.adapter import DecoderAdapter
-from analysis.metrics import token_nll
 
 PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each scored independently; "
             "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "
             "stride = seq_len); no BOS; float32 log-softmax")
 
 
-def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor, chunk: int = 4) -> torch.Tensor:
-    """NLL sum of final-normed states (B, T, D) through the LM head, a few samples at a time."""
+def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
+             max_logits: int = 1 << 27) -> torch.Tensor:
+    """NLL sum of final-normed states (B, T, D) through the LM head, scoring input_ids[:, 1:].
+
+    Tokens go through the head in chunks of at most ``max_logits`` logits: with a 256k vocabulary
+    one 4096-token sample alone would need 4 GB of float32 logits.
+    """
+    h = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D): position t predicts token t+1
+    y = input_ids[:, 1:].flatten()
+    step = max(1, max_logits // ad.config.vocab_size)
     total = torch.zeros((), dtype=torch.float64, device=normed.device)
-    for s in range(0, normed.shape[0], chunk):
-        total += token_nll(ad.lm_head(normed[s:s + chunk]), input_ids[s:s + chunk]).double()
+    for s in range(0, h.shape[0], step):
+        logits = ad.lm_head(h[s:s + step]).float()  # (chunk, V)
+        nll = torch.nn.functional.cross_entropy(logits, y[s:s + step].to(logits.device), reduction="sum")
+        total += nll.double().to(total.device)
     return total
 
 
