@@ -281,7 +281,7 @@ def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     collector = Collector(ad, cfg.block_sizes, cfg.pre_activation, device=device)
     ckpt = _Checkpoint(run_dir, d)
     state = ckpt.load() if resume else None
-    if state is None or state.get("key") != key:
+    if state is None or state.get("key") != key or state["collector"].get("format") != Collector.FORMAT:
         state = _fresh_state(key)
     else:
         collector.load_state_dict(state["collector"])
