@@ -27,6 +27,7 @@ from analysis.perf import (
     auto_batch_size,
     count_compiles,
     free_memory,
+    hooks_guarded,
     parse_batch_size,
     peak_memory_bytes,
     reset_peak_memory,
@@ -121,7 +122,7 @@ def _time_mode(make, cfg: BenchConfig, device) -> dict:
     """Time one mode with its hooks (if any) registered only for its duration."""
     reset_peak_memory(device)
     fn, collector = make()
-    with torch.no_grad(), count_compiles() as counts:
+    with torch.no_grad(), hooks_guarded(), count_compiles() as counts:
         if collector is None:
             t = time_fn(fn, device, cfg.steps, cfg.warmup)
         else:

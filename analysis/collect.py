@@ -149,8 +149,9 @@ class Collector:
         """Move the tape of one forward into the running statistics (first ``valid`` rows only)."""
         tape, self.tape = self.tape, {}
         self._ring.clear()
-        if not tape:
-            return
+        if not tape:  # a forward ran but no hook fired: e.g. a compiled graph traced without them
+            raise RuntimeError("fold() after a forward that recorded nothing: are the hooks registered "
+                               "(and, compiled, traced into the graph; see perf.hooks_guarded)?")
         for kind, agg in self.agg.items():
             agg.update(self._stacked(tape, kind, valid))
         for n in self.block_sizes:

@@ -97,6 +97,23 @@ def count_compiles() -> Iterator[CompileCounts]:
         out.break_reasons = sorted(new)[:5]
 
 
+@contextlib.contextmanager
+def hooks_guarded() -> Iterator[None]:
+    """Make compiled graphs guard on module hooks while the block runs.
+
+    By default dynamo does not guard on hooks (``skip_nnmodule_hook_guards``): a graph traced
+    without the Collector's hooks would be silently reused with them registered (and the reverse),
+    and the statistics would stay empty. With the guard, adding or removing hooks retraces.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    if not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):  # older/newer torch: always guarded
+        yield
+        return
+    with dynamo_config.patch(skip_nnmodule_hook_guards=False):
+        yield
+
+
 # --- out-of-memory handling and batch-size auto-tuning ---------------------------------------------
 def is_oom(exc: BaseException) -> bool:
     """True for CUDA out-of-memory, including the cuBLAS/cuDNN allocation failures that surface as RuntimeError."""

@@ -31,7 +31,7 @@ from analysis.collect import Collector
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.errors import MinitronError
 from analysis.loading import LoadConfig, LoadedModel, load_model, resolve_device
-from analysis.perf import auto_batch_size, count_compiles, parse_batch_size, synchronize
+from analysis.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
 from analysis.results import DEFAULT_AGGREGATION, METRICS, write_run
 from analysis.summary import build_metrics, depth_tensors, print_summary
 
@@ -163,7 +163,7 @@ def _calibrate(cfg, ad, collector, batches, state, ckpt, stop_after, device, d):
     bs = state["batch_size"]
     use_compile = cfg.compile if cfg.compile is not None else (device.type == "cuda" and not cfg.load.device_map)
     forward = torch.compile(ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile else ad.backbone
-    with collector.collecting(), torch.no_grad(), count_compiles() as counts:
+    with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
         for b in tqdm(range(state["calib_done"], len(batches)), desc="calibration", unit="batch",
                       initial=state["calib_done"], total=len(batches), disable=not d.is_main):
             ids = batches[b].to(device)
