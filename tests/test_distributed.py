@@ -21,10 +21,10 @@ ARGS = ["--samples", "5", "--eval-samples", "3", "--seq-len", "24", "--block-siz
 
 def _torchrun(nproc: int, model_dir: Path, out: Path, batch_size: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            str(ROOT / "cli.py"), "analyze", "--model", str(model_dir), "--out", str(out),
            "--batch-size", str(batch_size), *ARGS]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
