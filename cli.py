@@ -127,7 +127,7 @@ def bench(
     cfg = BenchConfig(load=_load_config(model, dtype, device, random_init), seq_len=seq_len,
                       batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, steps=steps,
                       warmup=warmup, compile=compile)
-    report = run_bench(cfg)
+    report = run_bench(cfg, log=lambda msg: console.print(f"bench: {msg}", highlight=False))
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -15,6 +15,7 @@ model's dtype), so it is relative to what the card really does, not to its data 
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,6 @@ from analysis.perf import (
     parse_batch_size,
     peak_memory_bytes,
     reset_peak_memory,
-    synchronize,
     time_fn,
 )
 from analysis.registry import Architecture
@@ -76,8 +76,9 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeat
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    timing = time_fn(lambda: a @ b, device, steps=repeats, warmup=3)
-    del a, b
+    step = functools.partial(torch.matmul, a, b)
+    timing = time_fn(step, device, steps=repeats, warmup=3)
+    del a, b, step
     free_memory()
     return 2 * n**3 / timing["median_s"]
 
@@ -146,20 +147,31 @@ def _resolve(cfg: BenchConfig, ad, device) -> tuple[int, int]:
     return seq_len, bs
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """Time every mode and return the report (see ``summarize`` for the derived numbers)."""
+def run_bench(cfg: BenchConfig, log=None) -> dict:
+    """Time every mode and return the report (see ``summarize`` for the derived numbers).
+
+    ``log(str)``, if given, hears about each finished step, so a run cut short still tells something.
+    """
+    log = log or (lambda msg: None)
     t0 = time.perf_counter()
     lm = load_model(cfg.load)
     ad, device = lm.adapter, next(lm.model.parameters()).device
     dtype = next(lm.model.parameters()).dtype
     load_s = time.perf_counter() - t0
+    log(f"loaded {lm.name} ({lm.provenance['params'] / 1e9:.2f}B params) in {load_s:.1f}s")
     seq_len, bs = _resolve(cfg, ad, device)
+    log(f"batch size {bs} x {seq_len} tokens")
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     n = cfg.matmul_size or (8192 if device.type == "cuda" else 1024)
     peak = measure_matmul_peak(device, dtype, n)
+    log(f"matmul peak ({n}^3, {dtype}): {peak / 1e12:.2f} TFLOP/s")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, ad.config.vocab_size, (bs, seq_len), generator=g).to(device)
-    modes = {name: _time_mode(make, cfg, device) for name, make in _mode_fns(ad, ids, cfg, use_compile)}
+    modes = {}
+    for mode, make in _mode_fns(ad, ids, cfg, use_compile):
+        modes[mode] = m = _time_mode(make, cfg, device)
+        log(f"{mode}: median {m['median_s'] * 1e3:.1f} ms/step ({bs * seq_len / m['median_s']:,.0f} tokens/s), "
+            f"first call {m['first_call_s']:.1f}s, graphs {m['graphs']}, breaks {m['graph_breaks']}")
     name = device_name(device)
     report = {
         "model": lm.name, "random_init": cfg.load.random_init, "device": str(device), "device_name": name,
