@@ -2,6 +2,8 @@
 
     python cli.py models [--json]
     python cli.py analyze [--model NAME] [--data SRC] ...
+    python cli.py bench [--model NAME] [--random-init] [--seq-len T] [--batch-size auto|N] [--json]
+    torchrun --nproc-per-node N cli.py analyze ...
     python cli.py figures [--run DIR] [--out DIR]
     python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
     python cli.py card --check PATH [--model M]
@@ -32,11 +34,12 @@ MODEL_HELP = "registry name or alias (8B, 4B, 15B, smollm2-135m), Hugging Face i
 
 
 def _load_config(model, dtype, device, random_init, trust_remote_code=False, allow_pickle=False,
-                 download=False):
+                 download=False, device_map=None):
     from analysis.loading import LoadConfig
 
     return LoadConfig(model=model, dtype=dtype, device=device, random_init=random_init,
-                      trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_download=download)
+                      trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_download=download,
+                      device_map=device_map)
 
 
 @app.command()
@@ -62,15 +65,18 @@ def models(as_json: bool = typer.Option(False, "--json", help="print the registr
 @app.command()
 def analyze(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-    data: str = typer.Option("pydoc", "--data", help="pydoc (built-in), a .txt/.jsonl file or folder, or a HF dataset"),
+    data: str = typer.Option("pydoc", "--data",
+                             help="pydoc (built-in), random (token ids, speed work), a .txt/.jsonl file or folder, or a HF dataset"),
     samples: int = typer.Option(64, "--samples", help="calibration samples"),
     eval_samples: int = typer.Option(4, "--eval-samples", help="held-out samples (perplexity, sensitivity)"),
     seq_len: int = typer.Option(128, "--seq-len", help="tokens per sample"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: str = typer.Option("8", "--batch-size", help="samples per forward, or auto (largest that fits)"),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", help="cap for --batch-size auto"),
     block_sizes: str = typer.Option("1,2,4,8", "--block-sizes", help="contiguous block sizes for drop curves"),
     pre_activation: bool = typer.Option(False, "--pre-activation", help="neuron importance before the activation"),
     dtype: str = typer.Option("auto", "--dtype"),
     device: str = typer.Option("auto", "--device"),
+    device_map: str = typer.Option(None, "--device-map", help="auto: spread a model too big for one GPU over all GPUs"),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)"),
     random_init: bool = typer.Option(False, "--random-init", help="random weights (shape/speed work)"),
     seed: int = typer.Option(0, "--seed"),
@@ -84,18 +90,51 @@ def analyze(
 ):
     """Importance (heads, neurons, channels), layer sensitivity and perplexity in one streaming pass."""
     from analysis.data import DataConfig
+    from analysis.distributed import world_from_env
+    from analysis.perf import parse_batch_size
     from analysis.runner import AnalysisConfig, run_analysis
 
     sizes = tuple(int(s) for s in block_sizes.split(",") if s.strip())
     cfg = AnalysisConfig(
-        load=_load_config(model, dtype, device, random_init, trust_remote_code, allow_pickle, download),
+        load=_load_config(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, device_map),
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
-        batch_size=batch_size, block_sizes=sizes, pre_activation=pre_activation, compile=compile,
+        batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, block_sizes=sizes,
+        pre_activation=pre_activation, compile=compile,
     )
     result_dir = run_analysis(cfg, out=out, force=force, resume=resume, console=console)
+    if world_from_env()[0] != 0:  # under torchrun only rank 0 writes and reports
+        return
     if figures:
         _draw_figures(result_dir)
     console.print(f"results: {result_dir}")
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+    random_init: bool = typer.Option(False, "--random-init", help="random weights (no checkpoint needed)"),
+    seq_len: int = typer.Option(None, "--seq-len", help="tokens per sample (default 4096 on CUDA, 64 on CPU)"),
+    batch_size: str = typer.Option("auto", "--batch-size", help="samples per step, or auto"),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", help="cap for --batch-size auto"),
+    steps: int = typer.Option(5, "--steps", help="timed steps per mode (median reported)"),
+    warmup: int = typer.Option(2, "--warmup", help="untimed steps first (the first holds compile time)"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    device: str = typer.Option("auto", "--device"),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+):
+    """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""
+    from analysis.bench import BenchConfig, print_report, run_bench
+    from analysis.perf import parse_batch_size
+
+    cfg = BenchConfig(load=_load_config(model, dtype, device, random_init), seq_len=seq_len,
+                      batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, steps=steps,
+                      warmup=warmup, compile=compile)
+    report = run_bench(cfg, log=lambda msg: console.print(f"bench: {msg}", highlight=False))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report, Console())
 
 
 def _draw_figures(run_dir) -> None:

@@ -22,6 +22,7 @@ import torch
 from analysis.errors import MinitronError
 
 DEFAULT_SOURCE = "pydoc"
+RANDOM_SOURCE = "random"  # uniform random token ids: speed and memory work without a tokenizer
 SEPARATOR = "\n\n"
 
 
@@ -29,7 +30,7 @@ SEPARATOR = "\n\n"
 class DataConfig:
     """Which text, and how it is cut into samples."""
 
-    source: str = DEFAULT_SOURCE  # "pydoc", a .txt/.jsonl file or folder, or a dataset "name[:config][@split]"
+    source: str = DEFAULT_SOURCE  # "pydoc", "random", a .txt/.jsonl file or folder, or a dataset "name[:config][@split]"
     seq_len: int = 128  # tokens per sample
     calib_samples: int = 64  # samples for importance statistics
     eval_samples: int = 4  # held-out samples for perplexity and layer sensitivity
@@ -158,3 +159,18 @@ def build_splits(tokenizer, cfg: DataConfig, max_positions: int | None = None) -
     source_meta = {"source": cfg.source, "chars": len(text),
                    "text_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
     return make_splits(tokenize(text, tokenizer), cfg, source_meta)
+
+
+def random_splits(vocab: int, cfg: DataConfig, max_positions: int | None = None) -> Splits:
+    """Splits of uniform random token ids (seeded) for speed work: no tokenizer, no text, no network.
+
+    The numbers measured on them say nothing about a model; the timings and memory are real.
+    """
+    if max_positions is not None and cfg.seq_len > max_positions:
+        raise MinitronError(
+            f"--seq-len {cfg.seq_len} is longer than the model's context ({max_positions} positions)"
+        )
+    n = (cfg.calib_samples + cfg.eval_samples) * max(cfg.seq_len, 1)
+    stream = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(cfg.seed))
+    return make_splits(stream, cfg, {"source": RANDOM_SOURCE, "chars": 0, "text_sha256": None,
+                                     "vocab": vocab})

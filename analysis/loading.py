@@ -35,6 +35,7 @@ class LoadConfig:
     model: str = DEFAULT_MODEL  # registry name/alias, HF id, local directory or .gguf file
     dtype: str = "auto"  # auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16
     device: str = "auto"  # auto (cuda if present), cpu, cuda, cuda:N, meta (shapes only)
+    device_map: str | None = None  # "auto": spread layers over every GPU with accelerate (too big for one)
     random_init: bool = False  # build the architecture with random weights, no checkpoint
     trust_remote_code: bool = False  # run model code shipped with a checkpoint
     allow_pickle: bool = False  # accept .bin (pickle) weights, not only safetensors
@@ -170,8 +171,10 @@ def _from_directory(path: Path, cfg: LoadConfig, dtype, device):
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
         use_safetensors=None if cfg.allow_pickle else True,
-        device_map=str(device) if device.type == "cuda" else None,
-    ).to(device)
+        device_map=cfg.device_map or (str(device) if device.type == "cuda" else None),
+    )
+    if not cfg.device_map:  # accelerate placed a mapped model already; moving it would undo that
+        model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code) \
         if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")) else None
     return model, tokenizer, fingerprint(files)
@@ -201,27 +204,40 @@ def _from_hub(hf_id: str, cfg: LoadConfig, dtype, device, name: str):
     return _from_directory(Path(path), cfg, dtype, device)
 
 
-def _random_init(spec_arch_config, dtype, device, seed):
+def _random_init(spec_arch_config, dtype, device, seed, device_map=None):
     torch.manual_seed(seed)
+    if device_map:  # too big for one device: build in host memory, then let accelerate spread it
+        return _dispatch(AutoModelForCausalLM.from_config(spec_arch_config, dtype=dtype), dtype)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(spec_arch_config, dtype=dtype)
     return model
 
 
+def _dispatch(model: torch.nn.Module, dtype) -> torch.nn.Module:
+    """Place whole decoder layers on the GPUs (then CPU) that have room, as ``device_map="auto"`` does."""
+    try:
+        from accelerate import dispatch_model, infer_auto_device_map
+    except ImportError:
+        raise MinitronError("--device-map needs accelerate: pip install 'minitron-lab[gpu]'") from None
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    device_map = infer_auto_device_map(model, no_split_module_classes=no_split, dtype=dtype)
+    return dispatch_model(model, device_map=device_map)
+
+
 def load_model(cfg: LoadConfig) -> LoadedModel:
     """Resolve ``cfg.model`` and load it; raises MinitronError with a one-line, actionable message."""
-    device = resolve_device(cfg.device)
+    device = resolve_device("auto" if cfg.device_map else cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     ref = cfg.model
     path = Path(ref).expanduser()
     spec = lookup(ref)
     prov = {"ref": ref, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
-            "random_init": cfg.random_init}
+            "random_init": cfg.random_init, "device_map": cfg.device_map}
     if spec is None and not path.exists() and "/" not in ref:
         get(ref)  # raises the unknown-name error with the list of valid names
     if cfg.random_init:
         config = _config_for(ref, spec, path, cfg)
-        model = _random_init(config, dtype, device, cfg.seed)
+        model = _random_init(config, dtype, device, cfg.seed, cfg.device_map)
         tokenizer, fp, kind = None, f"random-init(seed={cfg.seed})", "random-init"
     elif spec is not None and spec.gguf:
         model, tokenizer, fp = _from_gguf(locate_gguf(spec), cfg, dtype, device)

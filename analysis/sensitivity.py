@@ -24,19 +24,20 @@ PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each
 
 
 def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
-             max_logits: int = 1 << 28) -> torch.Tensor:
-    """NLL sum of final-normed states (B, T, D) through the LM head.
+             max_logits: int = 1 << 27) -> torch.Tensor:
+    """NLL sum of final-normed states (B, T, D) through the LM head, scoring input_ids[:, 1:].
 
-    Tokens are scored in chunks so that at most ``max_logits`` float32 logits exist at once
-    (1 GiB; a 256k vocabulary gives ~1k tokens per chunk).
+    Tokens go through the head in chunks of at most ``max_logits`` logits: with a 256k vocabulary
+    one 4096-token sample alone would need 4 GB of float32 logits.
     """
-    hidden = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D) predicting the next token
-    targets = input_ids[:, 1:].flatten()
+    h = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D): position t predicts token t+1
+    y = input_ids[:, 1:].flatten()
     step = max(1, max_logits // ad.config.vocab_size)
     total = torch.zeros((), dtype=torch.float64, device=normed.device)
-    for s in range(0, hidden.shape[0], step):
-        logits = ad.lm_head(hidden[s:s + step]).float()
-        total += torch.nn.functional.cross_entropy(logits, targets[s:s + step], reduction="sum").double()
+    for s in range(0, h.shape[0], step):
+        logits = ad.lm_head(h[s:s + step]).float()  # (chunk, V)
+        nll = torch.nn.functional.cross_entropy(logits, y[s:s + step].to(logits.device), reduction="sum")
+        total += nll.double().to(total.device)
     return total
 
 

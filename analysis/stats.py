@@ -16,12 +16,18 @@ def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample reductions over the sequence axis.
 
     x: (B, T, C) -> {"mean": mean_t |x|, "l2": sqrt(sum_t x^2), "var": var_t x}, each (B, C) float32.
-    sum_t x^2 = T (var + mean^2), so one Welford pass gives both L2 and var.
+    sum_t x^2 = T (var + mean^2), so the mean and variance give L2 without a third reduction.
     """
     x = x.float()
-    var, mean = torch.var_mean(x, dim=1, correction=0)
+    # Two-pass variance, as accurate as Welford here. Written for eager CPU speed (compiled, inductor
+    # fuses it anyway): torch.var_mean over a middle axis is ~10x slower than mean, and one scratch
+    # buffer reused in place saves two allocations of x's size per hook call.
+    mean = x.mean(dim=1)
+    scratch = x - mean.unsqueeze(1)
+    var = scratch.square_().mean(dim=1)
+    torch.abs(x, out=scratch)
     return {
-        "mean": x.abs().mean(dim=1),
+        "mean": scratch.mean(dim=1),
         "l2": (x.shape[1] * (var + mean.square())).sqrt(),
         "var": var,
     }
@@ -45,7 +51,9 @@ class BatchAggregator:
         nb = v.shape[0]
         if nb == 0:
             return
-        bvar, bmean = torch.var_mean(v, dim=0, correction=0)
+        # two-pass mean/variance: torch.var_mean over a short leading axis is ~30x slower on CPU
+        bmean = v.mean(dim=0)
+        bvar = (v - bmean).square().mean(dim=0)
         delta = bmean - self.mean
         total = self.n + nb
         self.mean += delta * (nb / total)
@@ -113,6 +121,11 @@ class MeanStat:
     def __init__(self, shape: tuple[int, ...] = (), device="cpu"):
         self.total = torch.zeros(shape, dtype=torch.float64, device=device)
         self.count = torch.zeros(shape, dtype=torch.float64, device=device)
+
+    def update(self, values_sum: torch.Tensor, count: int) -> None:
+        """Add per-slot sums (same shape as the stat) of ``count`` values each."""
+        self.total += values_sum.double()
+        self.count += count
 
     def update_at(self, index: int, values_sum: torch.Tensor, count: int) -> None:
         self.total[index] += values_sum.double()

@@ -1,0 +1,240 @@
+"""``bench``: how fast the analysis pass runs, against the plain forward and the hardware.
+
+Modes, all on the backbone (the calibration pass never needs the LM head), one fixed batch of
+random token ids:
+  plain     the forward alone (compiled on CUDA)
+  analysis  the same forward with the Collector hooks registered, plus ``fold`` (what analyze runs)
+  eager     the plain forward without torch.compile (only timed when compiling)
+
+FLOPs per token follow the PaLM convention (arXiv 2204.02311, App. B), forward only:
+2 x (weights used in matmuls) + 4 x layers x heads x head_dim x seq_len for the attention scores
+and the weighted sum of values, counted as if the causal mask saved nothing. MFU divides the
+achieved FLOP/s by the peak measured on this device in the same run (a large matmul in the
+model's dtype), so it is relative to what the card really does, not to its data sheet.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from analysis.collect import Collector
+from analysis.loading import LoadConfig, load_model
+from analysis.perf import (
+    auto_batch_size,
+    count_compiles,
+    free_memory,
+    hooks_guarded,
+    parse_batch_size,
+    peak_memory_bytes,
+    reset_peak_memory,
+    time_fn,
+)
+from analysis.registry import Architecture
+
+PAPER_CALIBRATION = (1024, 4096)  # samples x tokens of the paper's importance estimation (§2.2)
+TARGETS = {"analysis_vs_plain": 0.95, "mfu": 0.45, "projected_s": 600.0}  # issue 7, one H100, 15B bf16
+# Dense bf16 data-sheet peaks (no sparsity), only to put the measured peak in context.
+DATASHEET_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+@dataclass
+class BenchConfig:
+    """What to time and how."""
+
+    load: LoadConfig = field(default_factory=LoadConfig)  # model, dtype, device, random init
+    seq_len: int | None = None  # tokens per sample (None: 4096 on CUDA, 64 on CPU)
+    batch_size: int | str = "auto"  # samples per step, or "auto" (largest that fits / fastest)
+    max_batch_size: int | None = None  # cap for "auto"
+    steps: int = 5  # timed steps per mode (median reported)
+    warmup: int = 2  # untimed steps first; the first one holds the compile time
+    compile: bool | None = None  # torch.compile plain and analysis modes (None: on for CUDA)
+    compile_backend: str = "inductor"  # "eager": dynamo tracing only (tests)
+    block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # as analyze's default: same hooks, same cost
+    matmul_size: int | None = None  # n of the n x n x n peak matmul (None: 8192 on CUDA, 1024 on CPU)
+
+
+def matmul_params(arch: Architecture) -> int:
+    """Weights that multiply activations in one forward of the backbone (no norms, no embedding lookup)."""
+    attn = 2 * arch.hidden * arch.heads * arch.head_dim + 2 * arch.hidden * arch.kv_heads * arch.head_dim
+    mlp = (3 if arch.gated_mlp else 2) * arch.hidden * arch.mlp
+    return arch.layers * (attn + mlp)
+
+
+def forward_flops_per_token(arch: Architecture, seq_len: int, lm_head: bool = False) -> int:
+    """Forward FLOPs per token: 2 x matmul weights + 4 x L x heads x head_dim x T (+ 2 x hidden x vocab)."""
+    flops = 2 * matmul_params(arch) + 4 * arch.layers * arch.heads * arch.head_dim * seq_len
+    return flops + (2 * arch.hidden * arch.vocab if lm_head else 0)
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype``: the ceiling MFU is measured against."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    step = functools.partial(torch.matmul, a, b)
+    timing = time_fn(step, device, steps=repeats, warmup=3)
+    del a, b, step
+    free_memory()
+    return 2 * n**3 / timing["median_s"]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def datasheet_peak(name: str) -> float | None:
+    for key, peak in DATASHEET_BF16.items():  # most specific names first
+        if key in name:
+            return peak
+    return None
+
+
+def _mode_fns(ad, ids, cfg: BenchConfig, use_compile: bool):
+    """(name, make) pairs; make() returns (step function, collector or None)."""
+    def compiled():
+        return torch.compile(ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile else ad.backbone
+
+    def plain():
+        fwd = compiled()
+        return (lambda: fwd(input_ids=ids, use_cache=False)), None
+
+    def analysis():
+        fwd, collector = compiled(), Collector(ad, cfg.block_sizes, device=ids.device)
+        collector.seq_len = ids.shape[1]
+
+        def step():
+            fwd(input_ids=ids, use_cache=False)
+            collector.fold()
+        return step, collector
+
+    def eager():
+        return (lambda: ad.backbone(input_ids=ids, use_cache=False)), None
+    return [("plain", plain), ("analysis", analysis)] + ([("eager", eager)] if use_compile else [])
+
+
+def _time_mode(make, cfg: BenchConfig, device) -> dict:
+    """Time one mode with its hooks (if any) registered only for its duration."""
+    reset_peak_memory(device)
+    fn, collector = make()
+    with torch.no_grad(), hooks_guarded(), count_compiles() as counts:
+        if collector is None:
+            t = time_fn(fn, device, cfg.steps, cfg.warmup)
+        else:
+            with collector.collecting():
+                t = time_fn(fn, device, cfg.steps, cfg.warmup)
+    peak, _ = peak_memory_bytes(device)
+    return t | {"peak_memory_bytes": peak, "graphs": counts.graphs, "graph_breaks": counts.graph_breaks}
+
+
+def _resolve(cfg: BenchConfig, ad, device) -> tuple[int, int]:
+    """(seq_len, batch_size) for this device; "auto" probes the analysis pass eagerly."""
+    from analysis.runner import analysis_probe
+
+    seq_len = cfg.seq_len or (4096 if device.type == "cuda" else 64)
+    max_pos = getattr(ad.config, "max_position_embeddings", None) or seq_len
+    seq_len = min(seq_len, max_pos)
+    bs = parse_batch_size(cfg.batch_size)
+    if bs == "auto":
+        probe = analysis_probe(ad, device, seq_len, cfg.block_sizes, False, evaluate=False)
+        bs = auto_batch_size(probe, device, limit=1 << 16, cap=cfg.max_batch_size)
+    return seq_len, bs
+
+
+def run_bench(cfg: BenchConfig, log=None) -> dict:
+    """Time every mode and return the report (see ``summarize`` for the derived numbers).
+
+    ``log(str)``, if given, hears about each finished step, so a run cut short still tells something.
+    """
+    log = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    lm = load_model(cfg.load)
+    ad, device = lm.adapter, next(lm.model.parameters()).device
+    dtype = next(lm.model.parameters()).dtype
+    load_s = time.perf_counter() - t0
+    log(f"loaded {lm.name} ({lm.provenance['params'] / 1e9:.2f}B params) in {load_s:.1f}s")
+    seq_len, bs = _resolve(cfg, ad, device)
+    log(f"batch size {bs} x {seq_len} tokens")
+    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    n = cfg.matmul_size or (8192 if device.type == "cuda" else 1024)
+    peak = measure_matmul_peak(device, dtype, n)
+    log(f"matmul peak ({n}^3, {dtype}): {peak / 1e12:.2f} TFLOP/s")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, ad.config.vocab_size, (bs, seq_len), generator=g).to(device)
+    modes = {}
+    for mode, make in _mode_fns(ad, ids, cfg, use_compile):
+        modes[mode] = m = _time_mode(make, cfg, device)
+        log(f"{mode}: median {m['median_s'] * 1e3:.1f} ms/step ({bs * seq_len / m['median_s']:,.0f} tokens/s), "
+            f"first call {m['first_call_s']:.1f}s, graphs {m['graphs']}, breaks {m['graph_breaks']}")
+    name = device_name(device)
+    report = {
+        "model": lm.name, "random_init": cfg.load.random_init, "device": str(device), "device_name": name,
+        "dtype": str(dtype).removeprefix("torch."), "seq_len": seq_len, "batch_size": bs,
+        "compile": use_compile, "compile_backend": cfg.compile_backend if use_compile else None,
+        "params": lm.provenance["params"], "load_s": load_s,
+        "flops_per_token": forward_flops_per_token(ad.arch, seq_len),
+        "matmul_peak_flops": peak, "matmul_size": n, "datasheet_peak_flops": datasheet_peak(name),
+        "memory_measure": peak_memory_bytes(device)[1], "modes": modes, "config": asdict(cfg),
+    }
+    return summarize(report, ad.arch)
+
+
+def summarize(report: dict, arch: Architecture) -> dict:
+    """Add tokens/s, FLOP/s, MFU, the hooks-overhead ratio and the paper-calibration projection."""
+    tokens = report["batch_size"] * report["seq_len"]
+    for m in report["modes"].values():
+        m["tokens_per_s"] = tokens / m["median_s"]
+        m["flops_per_s"] = m["tokens_per_s"] * report["flops_per_token"]
+        m["mfu"] = m["flops_per_s"] / report["matmul_peak_flops"]
+    plain, analysis = report["modes"]["plain"], report["modes"]["analysis"]
+    report["hooks_overhead"] = analysis["median_s"] / plain["median_s"]  # analysis time / plain time
+    report["analysis_vs_plain_speed"] = plain["median_s"] / analysis["median_s"]
+    if "eager" in report["modes"]:
+        report["compile_speedup"] = report["modes"]["eager"]["median_s"] / plain["median_s"]
+    samples, seq = PAPER_CALIBRATION
+    # FLOP/s achieved by the analysis pass, spent on the paper's 4096-token samples
+    report["projected_paper_calibration_s"] = (
+        samples * seq * forward_flops_per_token(arch, seq) / analysis["flops_per_s"])
+    report["targets"] = {
+        "analysis_vs_plain": (report["analysis_vs_plain_speed"], TARGETS["analysis_vs_plain"]),
+        "mfu": (analysis["mfu"], TARGETS["mfu"]),
+        "projected_s": (report["projected_paper_calibration_s"], TARGETS["projected_s"]),
+    }
+    return report
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def print_report(r: dict, console) -> None:
+    """Rich table: one row per mode, then the ratios that matter."""
+    from rich.table import Table
+
+    title = (f"bench {r['model']}{' (random init)' if r['random_init'] else ''} on {r['device_name']}, "
+             f"{r['dtype']}, batch {r['batch_size']} x {r['seq_len']} tokens")
+    t = Table(title=title)
+    for col in ("mode", "step (median)", "tokens/s", "TFLOP/s", "MFU", "first call", "graphs/breaks", "peak mem"):
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for name, m in r["modes"].items():
+        t.add_row(name, f"{m['median_s'] * 1e3:.1f} ms", f"{m['tokens_per_s']:,.0f}", f"{m['flops_per_s'] / 1e12:.3f}",
+                  f"{m['mfu']:.1%}", f"{m['first_call_s']:.1f} s", f"{m['graphs']}/{m['graph_breaks']}",
+                  _fmt_bytes(m["peak_memory_bytes"]))
+    console.print(t)
+    s = Table(show_header=False, title="summary")
+    s.add_row("hooks overhead (analysis / plain time)", f"{r['hooks_overhead']:.3f}x")
+    if "compile_speedup" in r:
+        s.add_row("compile speed-up (eager / compiled time)", f"{r['compile_speedup']:.2f}x")
+    sheet = f" (data sheet {r['datasheet_peak_flops'] / 1e12:.0f})" if r["datasheet_peak_flops"] else ""
+    s.add_row(f"measured matmul peak ({r['matmul_size']}^3, {r['dtype']})",
+              f"{r['matmul_peak_flops'] / 1e12:.2f} TFLOP/s{sheet}")
+    s.add_row("forward FLOPs per token", f"{r['flops_per_token'] / 1e9:.3f} GFLOP")
+    s.add_row("projected 1024 x 4096-token calibration", f"{r['projected_paper_calibration_s']:.0f} s")
+    s.add_row("memory measured as", r["memory_measure"])
+    console.print(s)
