@@ -134,7 +134,7 @@ def bench(
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print_report(report, Console())
+        print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
 
 
 def _draw_figures(run_dir) -> None:
