@@ -39,6 +39,7 @@ AXIS_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "channels": (("channels",), "bi"),
     "depth (BI)": (("depth",), "bi"),
     "depth (drop loss)": (("depth",), "drop-loss"),
+    "width (mlp+channels)": (("channels", "mlp"), "bi"),  # Minitron 8B's recipe: every head kept
     "width (heads+mlp+channels)": (("heads", "channels", "mlp"), "bi"),
     "depth+width": (("depth", "heads", "channels", "mlp"), "bi"),
 }
@@ -162,7 +163,7 @@ def pruning_axes(model, run, eval_ids: torch.Tensor, train_ids: torch.Tensor | N
         target = matched_target(teacher, axes, fraction)
         student = prune_model(model, run, target, depth_metric=depth_metric)
         row = {"variant": name, "axes": "+".join(axes), "depth_metric": depth_metric if "depth" in axes else None,
-               **{k: v for k, v in target.to_json().items()}, "params": param_count(student)}
+               **target.to_json(), "params": param_count(student)}
         if train_ids is None:
             row["zero_shot_loss"] = eval_loss(student, eval_ids[: cfg.eval_samples], batch_size)
         else:

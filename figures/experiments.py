@@ -55,7 +55,7 @@ def aggregation_study(result: dict, axes=None) -> plt.Figure:
 
 def pruning_axes(result: dict, ax=None):
     """Zero-shot and after-distillation loss per pruning axis, parameter counts under each bar."""
-    fig, ax = style.new_axes(ax, figsize=(10, 4.6))
+    fig, ax = style.new_axes(ax, figsize=(12, 5))
     rows = result["rows"]
     x = np.arange(len(rows))
     trained = all("distilled_loss" in r for r in rows)
@@ -68,7 +68,8 @@ def pruning_axes(result: dict, ax=None):
         bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=label, color=style.color(i))
         ax.bar_label(bars, fmt="%.2f", fontsize=7.5, padding=1)
     ax.axhline(result["teacher_loss"], color="0.25", lw=1, ls="--", label=f"unpruned: {result['teacher_loss']:.2f}")
-    ax.set_xticks(x, [f"{r['variant']}\n{r['params'] / 1e6:.1f}M" for r in rows], fontsize=8)
+    names = [r["variant"].replace(" (", "\n(").replace("+", "+\n") for r in rows]  # narrow labels
+    ax.set_xticks(x, [f"{n}\n{r['params'] / 1e6:.1f}M" for n, r in zip(names, rows)], fontsize=8)
     ax.set_ylabel("held-out LM loss (nats/token)")
     ax.set_title(f"Pruning axes at matched size (~{result['fraction']:.0%} of "
                  f"{result['teacher_params'] / 1e6:.0f}M parameters removed)")

@@ -164,6 +164,8 @@ def build() -> list[Path]:
     paths = []
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells])
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"cell-{i}"  # stable ids: rebuilding an unchanged notebook leaves git clean
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         path = HERE / f"{name}.ipynb"
         nbformat.write(nb, path)
