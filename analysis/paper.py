@@ -57,6 +57,12 @@ AGGREGATION_LOSS: dict[tuple[str, str], tuple[float, float]] = {
     ("var", "l2"): (9.01, 9.30), ("var", "mean"): (8.34, 8.72), ("var", "var"): (10.55, 11.14),
 }
 
+# Other structured-pruning methods vs Minitron 8B, 8B-class students: (MMLU, HellaSwag), percent.
+PRUNING_METHODS: dict[str, tuple[float, float]] = {
+    "LLM-Pruner": (25.2, 67.8), "SliceGPT": (37.1, 55.7), "LaCo": (45.9, 64.4), "ShortGPT": (54.7, 66.6),
+    "Minitron 8B": (63.8, 80.7),
+}
+
 
 def width_targets() -> dict[str, dict[str, float]]:
     """The paper's width targets as fractions of the teacher's widths, computed from the registry.

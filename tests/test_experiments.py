@@ -1,0 +1,132 @@
+"""The experiments' library functions on tiny random models and synthetic analysis runs (seconds)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from analysis import experiments as ex
+from analysis.adapter import DecoderAdapter, param_count
+from analysis.distill import DistillConfig, distill
+from analysis.paper import AGGREGATION_LOSS
+from analysis.registry import get
+from analysis.results import RunResult
+from figures import experiments as fx
+from tests.conftest import TINY, tiny_model
+from tests.synthetic import synthetic_metrics, synthetic_tensors
+
+CFG = DistillConfig(steps=2, seq_len=16, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_every=1,
+                    eval_samples=4, checkpoint_every=0, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls on a shared 2-core box: a second thread only adds contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def run(teacher, tmp_path_factory):
+    """A synthetic analysis run shaped like the tiny teacher (every aggregation, BI, drop losses)."""
+    arch = DecoderAdapter(teacher).arch
+    tensors = synthetic_tensors(arch, block_sizes=(1, 2, 4))
+    return RunResult(tmp_path_factory.mktemp("run"), tensors, synthetic_metrics(arch, tensors, "tiny-llama"))
+
+
+def ids(n: int, vocab: int = TINY["llama"].vocab, t: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def test_matched_targets_remove_about_the_same_parameters():
+    teacher = get("smollm2-135m").arch
+    total = teacher.params()["total"]
+    for name, (axes, _) in ex.AXIS_VARIANTS.items():
+        t = ex.matched_target(teacher, axes, 0.1)
+        arch = teacher.replace(hidden=t.hidden, mlp=t.ffn, heads=t.heads, layers=t.layers)
+        removed = total - arch.params()["total"]
+        assert removed == pytest.approx(0.1 * total, rel=0.06), name  # heads and layers move in big steps
+        assert arch.heads % teacher.kv_heads == 0
+
+
+def test_paper_target_keeps_the_8b_width_ratios():
+    t = ex.paper_target(get("smollm2-135m").arch, "8B")
+    assert (t.hidden, t.ffn, t.heads, t.layers) == (384, 1024, 9, None)  # 2/3, 2/3, all heads, all layers
+
+
+def test_aggregation_study_gives_nine_rows_with_the_paper_beside(teacher, run):
+    res = ex.aggregation_study(teacher, run, ex.fraction_target(DecoderAdapter(teacher).arch, 0.5, 0.5, 0.5), ids(4))
+    rows = res["rows"]
+    assert len(rows) == 9 and {r["aggregation"] for r in rows} == {f"{b}_{s}" for b, s in AGGREGATION_LOSS}
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert len({r["params"] for r in rows}) == 1  # only the ranking changes between rows
+    assert sorted(r["rank"] for r in rows) == list(range(1, 10))
+    assert next(r for r in rows if r["aggregation"] == "l2_mean")["paper_loss_8t"] == 7.18
+    assert -1 <= res["spearman_vs_paper"] <= 1
+    plt.close(fx.aggregation_study(res))
+
+
+def test_pruning_axes_zero_shot_rows(teacher, run):
+    res = ex.pruning_axes(teacher, run, ids(4), None, CFG, fraction=0.25)
+    assert [r["variant"] for r in res["rows"]] == list(ex.AXIS_VARIANTS)
+    assert all(r["params"] < param_count(teacher) and math.isfinite(r["zero_shot_loss"]) for r in res["rows"])
+    depth = [r for r in res["rows"] if r["axes"] == "depth"]
+    assert {r["depth_metric"] for r in depth} == {"bi", "drop-loss"} and all(r["layers"] == 3 for r in depth)
+    plt.close(fx.pruning_axes(res))
+
+
+def test_pruning_axes_with_training(teacher, run):
+    res = ex.pruning_axes(teacher, run, ids(4), ids(8, seed=2), CFG, fraction=0.25, variants=("mlp", "depth (BI)"))
+    assert all(math.isfinite(r["distilled_loss"]) and r["distilled_kl"] >= 0 for r in res["rows"])
+    plt.close(fx.pruning_axes(res))
+
+
+def test_train_in_memory_matches_the_distill_loop(teacher, tmp_path):
+    """Same student, config and windows: the in-memory loop reaches distill()'s held-out numbers."""
+    student = tiny_model("llama", seed=3)
+    train, held = ids(8, seed=2), ids(4)
+    ours = ex.train_in_memory(teacher, copy.deepcopy(student), train, held, CFG)
+    ref = distill(teacher, copy.deepcopy(student), train, held, CFG, tmp_path / "d", progress=False)
+    assert ours["after"]["loss"] == pytest.approx(ref.evals[-1]["loss"], rel=1e-5)
+    assert [e["step"] for e in ours["evals"]] == [e["step"] for e in ref.evals]
+
+
+def test_distill_vs_finetune_two_steps(teacher):
+    student = tiny_model("llama", seed=3)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    res = ex.distill_vs_finetune(teacher, student, ids(8, seed=2), ids(4), CFG)
+    assert [r["mode"] for r in res["rows"]] == ["distill", "finetune"]
+    assert all(math.isfinite(r["loss_after"]) for r in res["rows"])
+    assert res["rows"][0]["loss_before"] == res["rows"][1]["loss_before"]  # same starting student
+    assert all(len(c) == 3 for c in res["curves"].values())  # step 0, 1, 2
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())  # caller's copy untouched
+    plt.close(fx.distill_vs_finetune(res))
+
+
+def test_layer_drop_curves_shapes(run):
+    res = ex.layer_drop_curves(run)
+    L = len(run.tensors["block_importance"])
+    assert res["sizes"] == [1, 2, 4] and res["num_layers"] == L
+    assert len(res["rows"]) == sum(L - n + 1 for n in (1, 2, 4))
+    row = next(r for r in res["rows"] if r["n"] == 2 and r["start"] == 1)
+    assert row["end"] == 2
+    assert row["delta"] == pytest.approx(float(run.tensors["drop_block_loss.n2"][1]) - run.metrics["eval"]["loss"])
+    plt.close(fx.layer_drop_curves(res))
+
+
+def test_pruning_methods_figure():
+    plt.close(fx.pruning_methods())
