@@ -90,14 +90,14 @@ def resolve_target(teacher: Architecture, target: PruneTarget) -> Architecture:
             f"--heads {heads} is not a multiple of the {teacher.kv_heads} kv heads; every GQA group "
             f"keeps the same number of query heads (try {_nearest_multiple(heads, teacher.kv_heads)})"
         )
-    student = teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
-                              heads=heads, layers=target.layers or teacher.layers)
-    _check_transformers_accepts(student)
-    return student
+    return teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
+                           heads=heads, layers=target.layers or teacher.layers)
 
 
-def _check_transformers_accepts(student: Architecture) -> None:
-    """The installed transformers must accept the student's config, or the export could not load.
+def check_exportable(student: Architecture) -> Architecture:
+    """The installed transformers must accept the student's config, or the export could not be saved.
+
+    Only exports need this: in-memory experiments may use any shape the modules can hold.
 
     Llama-family configs, for instance, require hidden % heads == 0 even with an explicit head_dim
     (Nemotron's do not: Minitron-8B has 4096 channels and 48 heads).
@@ -111,6 +111,7 @@ def _check_transformers_accepts(student: Architecture) -> None:
     except Exception as exc:  # noqa: BLE001 - any validator's complaint is a user error here
         reason = str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1]
         raise MinitronError(f"transformers rejects the {student.family} student shape: {reason}") from None
+    return student
 
 
 def _nearest_multiple(n: int, k: int) -> int:

@@ -22,6 +22,7 @@ from analysis.prune import (
     Importance,
     PruneTarget,
     importance_from_run,
+    check_exportable,
     plan_for,
     resolve_target,
     target_from_registry,
@@ -108,7 +109,7 @@ def prune(cfg: PruneConfig, console=None):
     loaded = load_model(cfg.load)
     teacher = DecoderAdapter(loaded.model).arch
     target = merged_target(teacher, cfg)
-    resolve_target(teacher, target)  # fail before the (possibly long) analysis
+    check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
     imp, run = _importance(cfg, loaded, console)
     student, plan = plan_for(teacher, target, imp)
     pruned = build_pruned(loaded.model, student, plan)
@@ -129,7 +130,7 @@ def dry_run(cfg: PruneConfig):
     meta = load_model(dataclasses.replace(cfg.load, device="meta", random_init=True))
     teacher = from_hf_config(meta.model.config)
     target = merged_target(teacher, cfg)
-    student = resolve_target(teacher, target)
+    student = check_exportable(resolve_target(teacher, target))
     config = pruned_config(meta.model.config, student, list(range(student.layers)))
     params = from_hf_config(config).params()["total"]
     doc = recipe(meta.name, teacher.params()["total"], params, target, cfg, None, (None, None), False)

@@ -64,3 +64,12 @@ def tiny_dir(request, tmp_path_factory):
     """(directory, model) of a tiny random model with a real tokenizer."""
     d = tmp_path_factory.mktemp(f"tiny-{request.param}")
     return d, save_tiny_dir(d, request.param)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls on a shared 2-core box: a second thread only adds spin-wait contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -28,13 +28,7 @@ TINY_CFG = DistillConfig(steps=6, seq_len=16, batch_size=4, lr=1e-3, min_lr=1e-4
                          eval_every=3, eval_samples=8, checkpoint_every=3, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls on a shared 2-core box: a second thread only adds spin-wait contention (25x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_subset(model, keep, path: Path) -> Path:

@@ -26,13 +26,7 @@ CFG = DistillConfig(steps=2, seq_len=16, batch_size=2, lr=1e-3, min_lr=1e-4, war
                     eval_samples=4, checkpoint_every=0, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls on a shared 2-core box: a second thread only adds contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

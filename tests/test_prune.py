@@ -188,9 +188,11 @@ def test_target_from_registry_rejects_other_family():
 def test_shapes_transformers_would_reject_fail_before_work():
     """Llama configs need hidden % heads == 0 (even with head_dim set); Nemotron's do not (Minitron-8B: 4096/48)."""
     from analysis.errors import MinitronError
-    from analysis.prune import PruneTarget, resolve_target
+    from analysis.prune import PruneTarget, check_exportable, resolve_target
     from analysis.registry import get
 
     with pytest.raises(MinitronError, match=r"hidden size \(480\) is not a multiple .* heads \(9\)"):
-        resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480))
-    assert resolve_target(get("15B").arch, PruneTarget(hidden=4096, heads=48)).hidden == 4096
+        check_exportable(resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480)))
+    assert check_exportable(resolve_target(get("15B").arch, PruneTarget(hidden=4096, heads=48))).hidden == 4096
+    with pytest.raises(MinitronError, match=r"hidden size \(480\)"):
+        dry_run(PruneConfig(load=LoadConfig(model="smollm2-135m"), target=PruneTarget(hidden=480)))
