@@ -21,8 +21,8 @@ from analysis.loading import LoadConfig, LoadedModel, load_model
 from analysis.prune import (
     Importance,
     PruneTarget,
-    importance_from_run,
     check_exportable,
+    importance_from_run,
     plan_for,
     resolve_target,
     target_from_registry,
