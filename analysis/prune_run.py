@@ -59,14 +59,11 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> float:
     """ids [N, T] -> exp(mean NLL of tokens 1..T-1 of every window) (protocol in module docstring)."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for batch in ids.split(batch_size):
-        batch = batch.to(device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
-        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
-        total, count = total + nll.item(), count + batch[:, 1:].numel()
-    return math.exp(total / count)
+    from analysis.sensitivity import model_nll
+
+    ad, device = DecoderAdapter(model), next(model.parameters()).device
+    total = sum(float(model_nll(ad, batch.to(device))) for batch in ids.split(batch_size))
+    return math.exp(total / ids[:, 1:].numel())
 
 
 def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None]:

@@ -58,11 +58,18 @@ def capture_boundaries(ad: DecoderAdapter) -> Iterator[list]:
 
 
 @torch.no_grad()
-def full_pass(ad: DecoderAdapter, input_ids: torch.Tensor, model_fn=None) -> tuple[torch.Tensor, list]:
+def model_nll(ad: DecoderAdapter, input_ids: torch.Tensor) -> torch.Tensor:
+    """NLL sum of the full model on one batch (B, T), scored through the chunked LM head."""
+    normed = ad.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+    return head_nll(ad, normed, input_ids)
+
+
+@torch.no_grad()
+def full_pass(ad: DecoderAdapter, input_ids: torch.Tensor) -> tuple[torch.Tensor, list]:
     """NLL sum of the full model and the boundary states x_0..x_L of one batch."""
     with capture_boundaries(ad) as states:
-        normed = (model_fn or ad.backbone)(input_ids=input_ids, use_cache=False).last_hidden_state
-    return head_nll(ad, normed, input_ids), list(states)
+        nll = model_nll(ad, input_ids)
+    return nll, list(states)
 
 
 @torch.no_grad()
