@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from analysis.metrics import ranks, spearman  # noqa: F401 - re-exported for figures
+from analysis.prune import rank_heads, top_sorted
 
 
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:
@@ -20,16 +21,14 @@ def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torc
     per_group = heads // kv_heads
     if heads % kv_heads or not 0 < keep_per_group <= per_group:
         raise ValueError(f"cannot keep {keep_per_group} of {per_group} heads per group ({heads} heads, {kv_heads} groups)")
-    grouped = scores.reshape(layers, kv_heads, per_group)  # (L, G, H/G)
-    top = grouped.topk(keep_per_group, dim=-1).indices
-    mask = torch.zeros_like(grouped, dtype=torch.bool).scatter_(-1, top, True)
-    return mask.reshape(layers, heads)
+    kept = rank_heads(scores, kv_heads, keep_per_group * kv_heads)  # (L, kept): pruning's own choice
+    return torch.zeros(layers, heads, dtype=torch.bool).scatter_(1, kept, True)
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` largest entries of a 1-D score vector [N]."""
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    mask[scores.topk(k).indices] = True
+    mask[top_sorted(scores, k)] = True  # the same tie-breaking as pruning
     return mask
 
 
