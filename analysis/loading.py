@@ -144,6 +144,11 @@ def cached_gguf_dir(gguf: Path) -> Path:
     return target
 
 
+def default_tokenizer():
+    """The embedded default's tokenizer, read from its cached directory without loading weights."""
+    return AutoTokenizer.from_pretrained(cached_gguf_dir(locate_gguf(get(DEFAULT_MODEL))))
+
+
 def save_safetensors(model: torch.nn.Module, directory: Path) -> None:
     """One safetensors file of the state dict, each shared (tied) tensor stored once."""
     from safetensors.torch import save_file

@@ -30,7 +30,7 @@ from analysis import sensitivity as sens
 from analysis.collect import Collector
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.errors import MinitronError
-from analysis.loading import LoadConfig, LoadedModel, load_model, resolve_device
+from analysis.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
 from analysis.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
 from analysis.results import DEFAULT_AGGREGATION, METRICS, write_run
 from analysis.summary import build_metrics, depth_tensors, print_summary
@@ -83,10 +83,8 @@ def _tokenizer_for(lm: LoadedModel):
     """Random-init models have no tokenizer: borrow the embedded default's (ids stay in range)."""
     if lm.tokenizer is not None:
         return lm.tokenizer, None
-    from analysis.loading import LoadConfig as LC
-
     vocab = lm.model.config.vocab_size
-    tok = load_model(LC(device="cpu")).tokenizer
+    tok = default_tokenizer()
     if len(tok) > vocab:
         raise MinitronError(f"{lm.name} has no tokenizer and a vocabulary ({vocab}) smaller than the default's")
     return tok, "smollm2-135m (borrowed: random-init model has none)"
