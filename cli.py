@@ -138,10 +138,8 @@ def bench(
 
 
 def _draw_figures(run_dir) -> None:
-    try:
-        from figures.render import draw_run
-    except ImportError:
-        return
+    from figures.render import draw_run
+
     written = draw_run(run_dir)
     console.print(f"figures: {len(written)} files in {run_dir / 'figures'}")
 
@@ -255,16 +253,10 @@ def distill(
     console.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} (ppl {before['ppl']:.2f} -> "
                   f"{after['ppl']:.2f}), KL {before['kl']:.4f} -> {after['kl']:.4f}; teacher loss "
                   f"{after['teacher_loss']:.4f}")
-    _write_card(result.model_dir)
+    from cards import write_card_for_directory
+
+    write_card_for_directory(result.model_dir)
     console.print(f"model: {result.model_dir}")
-
-
-def _write_card(model_dir) -> None:
-    try:
-        from cards import write_card_for_directory
-    except ImportError:  # the cards package is optional until it lands
-        return
-    write_card_for_directory(model_dir)
 
 
 @app.command()

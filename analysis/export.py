@@ -1,7 +1,7 @@
 """Write a pruned model as a plain Hugging Face directory, atomically.
 
 Layout: config.json, model.safetensors, generation_config.json, tokenizer files (when the teacher
-has one), prune_recipe.json and, once the cards package is present, README.md. A dry run writes only
+has one), prune_recipe.json and the generated card README.md. A dry run writes only
 config.json and prune_recipe.json. Everything is written to a temporary sibling directory and renamed
 into place, so an error never leaves a half-written model behind.
 """
@@ -44,10 +44,8 @@ def write_recipe(directory: Path, recipe: dict) -> None:
 
 def _write_card(directory: Path, final: Path) -> None:
     """README.md from config.json + prune_recipe.json, named after the final directory."""
-    try:
-        from cards import write_card_for_directory
-    except ImportError:
-        return
+    from cards import write_card_for_directory  # lazy: cards imports the analysis package
+
     write_card_for_directory(directory, final=final)
 
 
