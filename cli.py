@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Minitron Lab: where a model's capacity lives, Minitron-style compression, honest cards.")
@@ -35,7 +35,7 @@ MODEL_HELP = "registry name or alias (8B, 4B, 15B, smollm2-135m), Hugging Face i
 
 def _load_config(model, dtype, device, random_init, trust_remote_code=False, allow_pickle=False,
                  download=False, device_map=None):
-    from analysis.loading import LoadConfig
+    from analysis.models.loading import LoadConfig
 
     return LoadConfig(model=model, dtype=dtype, device=device, random_init=random_init,
                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_download=download,
@@ -45,7 +45,7 @@ def _load_config(model, dtype, device, random_init, trust_remote_code=False, all
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="print the registry as JSON")):
     """List the model registry with parameter counts computed from each architecture."""
-    from analysis.registry import MODELS
+    from analysis.models.registry import MODELS
 
     if as_json:
         print(json.dumps([m.to_json() for m in MODELS], indent=2))
@@ -90,9 +90,9 @@ def analyze(
 ):
     """Importance (heads, neurons, channels), layer sensitivity and perplexity in one streaming pass."""
     from analysis.data import DataConfig
-    from analysis.distributed import world_from_env
-    from analysis.perf import parse_batch_size
-    from analysis.runner import AnalysisConfig, run_analysis
+    from analysis.core.distributed import world_from_env
+    from analysis.core.perf import parse_batch_size
+    from analysis.importance.pipeline import AnalysisConfig, run_analysis
 
     sizes = tuple(int(s) for s in block_sizes.split(",") if s.strip())
     cfg = AnalysisConfig(
@@ -124,8 +124,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ):
     """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""
-    from analysis.bench import BenchConfig, print_report, run_bench
-    from analysis.perf import parse_batch_size
+    from analysis.importance.bench import BenchConfig, print_report, run_bench
+    from analysis.core.perf import parse_batch_size
 
     cfg = BenchConfig(load=_load_config(model, dtype, device, random_init), seq_len=seq_len,
                       batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, steps=steps,
@@ -224,9 +224,9 @@ def distill(
     """Heal a pruned student by logit distillation from its teacher (or plain fine-tuning, --finetune)."""
     from pathlib import Path
 
-    from analysis import distill as kd
+    from analysis.training import loop as kd
     from analysis.data import DataConfig
-    from analysis.loading import load_model
+    from analysis.models.loading import load_model
 
     cfg = kd.DistillConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                            min_lr=min_lr, warmup_steps=warmup, kd_weight=kd_weight, clm_weight=clm_weight,
@@ -289,11 +289,11 @@ def prune(
 ):
     """Minitron-style structured pruning into a plain Hugging Face model directory."""
     from analysis.data import DataConfig
-    from analysis.export import export_config, export_model
-    from analysis.prune import DEPTH_METRICS, PruneTarget
-    from analysis.prune_run import PruneConfig
-    from analysis.prune_run import dry_run as shapes_only
-    from analysis.prune_run import prune as run_prune
+    from analysis.pruning.export import export_config, export_model
+    from analysis.pruning.plan import DEPTH_METRICS, PruneTarget
+    from analysis.pruning.pipeline import PruneConfig
+    from analysis.pruning.pipeline import dry_run as shapes_only
+    from analysis.pruning.pipeline import prune as run_prune
 
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
@@ -340,9 +340,9 @@ def search(
     """Candidate architectures of the paper's search space within a parameter budget."""
     import dataclasses
 
-    from analysis.configs import from_hf_config
-    from analysis.loading import load_model
-    from analysis.search import enumerate_candidates, parse_budget, space_for
+    from analysis.models.configs import from_hf_config
+    from analysis.models.loading import load_model
+    from analysis.pruning.search import enumerate_candidates, parse_budget, space_for
 
     budget = parse_budget(params)
     load = _load_config(model, dtype, "meta", True)
@@ -357,10 +357,10 @@ def search(
 
 def _rank_candidates(load, candidates, run, aggregation, depth_metric, eval_samples, seq_len):
     from analysis.data import DataConfig, build_splits
-    from analysis.loading import load_model
-    from analysis.prune import importance_from_run
-    from analysis.results import load_run
-    from analysis.search import rank
+    from analysis.models.loading import load_model
+    from analysis.pruning.plan import importance_from_run
+    from analysis.importance.results import load_run
+    from analysis.pruning.search import rank
 
     if run is None:
         raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 
 DEFAULT_SOURCE = "pydoc"
 RANDOM_SOURCE = "random"  # uniform random token ids: speed and memory work without a tokenizer

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.errors import MinitronError
-from analysis.registry import MODELS, Architecture, lookup
+from analysis.core.errors import MinitronError
+from analysis.models.registry import MODELS, Architecture, lookup
 from cards.data import ARCH_ROWS, read_architecture
 
 NUM = r"(\d[\d,]*)"

@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.errors import MinitronError
-from analysis.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
-from analysis.results import RunResult, latest_run, load_run
+from analysis.core.errors import MinitronError
+from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
+from analysis.importance.results import RunResult, latest_run, load_run
 from cards.facts import PublishedFacts, facts_for
 
 PRUNE_RECIPE = "prune_recipe.json"
@@ -213,7 +213,7 @@ def read_architecture(model_dir: Path) -> Architecture:
     """The Architecture of a model directory's config.json."""
     from transformers import AutoConfig
 
-    from analysis.configs import from_hf_config
+    from analysis.models.configs import from_hf_config
 
     if not (model_dir / "config.json").exists():
         raise MinitronError(f"{model_dir}: not a model directory (no config.json)")

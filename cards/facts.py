@@ -1,7 +1,7 @@
 """Facts stated in NVIDIA's published Minitron model card that are not architecture or scores.
 
 Transcribed as data (dates, engines, data properties) so templates word them in our own prose;
-architecture and evaluation numbers come from ``analysis.registry``, never from here.
+architecture and evaluation numbers come from ``analysis.models.registry``, never from here.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 from cards.data import CardData, Figure, build, from_directory
 from cards.render import render, save, to_html
 

@@ -16,8 +16,8 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from analysis.errors import MinitronError
-from analysis.registry import MODELS
+from analysis.core.errors import MinitronError
+from analysis.models.registry import MODELS
 from cards import facts as F
 from cards.data import CardData
 

@@ -1,12 +1,12 @@
-"""Figures of the experiments in ``analysis.experiments``: their result dicts in, matplotlib figures out."""
+"""Figures of the experiments in ``analysis.experiments.studies``: their result dicts in, matplotlib figures out."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.paper import PRUNING_METHODS
-from analysis.registry import PAPER
+from analysis.models.paper import PRUNING_METHODS
+from analysis.models.registry import PAPER
 from figures import style
 
 _AGG_NAMES = {"mean": "mean |x|", "l2": "L2", "var": "variance"}

@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from analysis.paper import BENCHMARK_ORDER, FIGURE1, PEERS, TABLE2, TOKENS_VS_MMLU
-from analysis.registry import BENCHMARKS, get
+from analysis.models.paper import BENCHMARK_ORDER, FIGURE1, PEERS, TABLE2, TOKENS_VS_MMLU
+from analysis.models.registry import BENCHMARKS, get
 from figures import style
 
 FAMILY = ("15B", "8B", "4B")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.keepsets import spearman
+from analysis.pruning.ranking import spearman
 from figures import style
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analysis.errors import MinitronError
-from analysis.results import RunResult, load_run
+from analysis.core.errors import MinitronError
+from analysis.importance.results import RunResult, load_run
 from figures import family, importance, layers, style
 
 FORMATS = ("png", "svg")

@@ -3,9 +3,9 @@
     python notebooks/build.py                    # regenerate the .ipynb files from the cells below
     python notebooks/build.py --execute [--small] [--only 04]   # run them, figures to notebooks/out/
 
-Notebooks only import and call the library (``analysis.experiments``, ``figures``); every number
+Notebooks only import and call the library (``analysis.experiments.studies``, ``figures``); every number
 and figure they show is produced there. ``MINITRON_NOTEBOOK_SMALL=1`` switches to the CI sizes
-(``analysis.experiment_setup.SMALL``); ``MINITRON_NOTEBOOK_OUT`` moves the output folder.
+(``analysis.experiments.setup.SMALL``); ``MINITRON_NOTEBOOK_OUT`` moves the output folder.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ OUT = Path(os.environ.get("MINITRON_NOTEBOOK_OUT", "out"))  # figures/, results/
 FIGURES, RESULTS = OUT / "figures", OUT / "results"
 RESULTS.mkdir(parents=True, exist_ok=True)"""
 
-SETUP = """from analysis import experiments as ex
-from analysis.experiment_setup import prepare, scale
+SETUP = """from analysis.experiments import studies as ex
+from analysis.experiments.setup import prepare, scale
 from figures import experiments as fx
 
 sc = scale(SMALL)
@@ -44,7 +44,7 @@ model, run = setup.loaded.model, setup.run
 print(sc)
 print("held-out windows", tuple(setup.eval_ids.shape), "training windows", tuple(setup.train_ids.shape))"""
 
-RUN_ONLY = """from analysis.experiment_setup import analysis_run, scale
+RUN_ONLY = """from analysis.experiments.setup import analysis_run, scale
 
 sc = scale(SMALL)
 run = analysis_run(sc, runs=OUT / "runs")
@@ -56,7 +56,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "(benchmarks vs similar-size models; other pruning methods), drawn from the registry and "
                "`analysis/paper.py`. Parameter counts are computed from each architecture.")),
         ("code", HEADER),
-        ("code", """from analysis.registry import get
+        ("code", """from analysis.models.registry import get
 from figures import experiments as fx
 from figures import family
 
@@ -88,7 +88,7 @@ print(*written, sep="\\n")"""),
                "curves of the follow-up paper (arXiv:2408.11796, Figure 8: first and last layers matter most).")),
         ("code", HEADER),
         ("code", RUN_ONLY),
-        ("code", """from analysis import experiments as ex
+        ("code", """from analysis.experiments import studies as ex
 from figures import experiments as fx
 from figures import layers
 
@@ -109,7 +109,7 @@ print(*written, sep="\\n")"""),
                "of the nine batch x sequence ways. The paper found batch=L2 / sequence=mean among the best.")),
         ("code", HEADER),
         ("code", SETUP),
-        ("code", """from analysis.adapter import DecoderAdapter
+        ("code", """from analysis.models.adapter import DecoderAdapter
 
 arch = DecoderAdapter(model).arch
 results = {name: ex.aggregation_study(model, run, ex.paper_target(arch, name), setup.eval_ids) for name in ("8B", "4B")}
@@ -145,7 +145,7 @@ print(*written, sep="\\n")"""),
                "paper's recipe) and by plain next-token fine-tuning. Held-out loss and KL to the teacher.")),
         ("code", HEADER),
         ("code", SETUP),
-        ("code", """from analysis.adapter import DecoderAdapter
+        ("code", """from analysis.models.adapter import DecoderAdapter
 
 student = ex.prune_model(model, run, ex.paper_target(DecoderAdapter(model).arch, "8B"))
 res = ex.distill_vs_finetune(model, student, setup.train_ids, setup.eval_ids, setup.compare_cfg)

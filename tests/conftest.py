@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from analysis.configs import to_hf_config
-from analysis.registry import Architecture
+from analysis.models.configs import to_hf_config
+from analysis.models.registry import Architecture
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -42,14 +42,14 @@ def tiny(request) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def smol():
     """The embedded default (SmolLM2-135M-Instruct), loaded once per session."""
-    from analysis.loading import LoadConfig, load_model
+    from analysis.models.loading import LoadConfig, load_model
 
     return load_model(LoadConfig(device="cpu"))
 
 
 def save_tiny_dir(path, family: str, seed: int = 0, **arch_changes):
     """A tiny random model saved as a normal HF directory with the embedded default's tokenizer."""
-    from analysis.loading import LoadConfig, cache_root, load_model, save_safetensors  # noqa: F401 - cache populated by `smol`
+    from analysis.models.loading import LoadConfig, cache_root, load_model, save_safetensors  # noqa: F401 - cache populated by `smol`
 
     model = tiny_model(family, seed=seed, vocab=49152, **arch_changes)
     path.mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from analysis.adapter import DecoderAdapter
+from analysis.models.adapter import DecoderAdapter
 from analysis.data import DataConfig
-from analysis.errors import MinitronError
-from analysis.loading import LoadConfig
-from analysis.metrics import spearman
-from analysis.results import AGGREGATIONS, load_run
-from analysis.runner import AnalysisConfig, RunInterrupted, run_analysis
-from analysis.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass
+from analysis.core.errors import MinitronError
+from analysis.models.loading import LoadConfig
+from analysis.importance.metrics import spearman
+from analysis.importance.results import AGGREGATIONS, load_run
+from analysis.importance.pipeline import AnalysisConfig, RunInterrupted, run_analysis
+from analysis.importance.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass
 
 DATA = DataConfig(seq_len=24, calib_samples=5, eval_samples=3, seed=2)
 
@@ -79,7 +79,7 @@ def test_importance_matches_naive_float64(run):
     from analysis.data import make_splits
 
     # rebuild the calibration ids exactly as the run did
-    from analysis.loading import load_model
+    from analysis.models.loading import load_model
     tok = load_model(LoadConfig(device="cpu")).tokenizer
     from analysis.data import corpus_text, tokenize
     splits = make_splits(tokenize(corpus_text(DATA), tok), DATA)
@@ -114,7 +114,7 @@ def test_perplexity_matches_hf_fixed_length_recipe(run):
     """HF recipe: slide a window of max_length with stride over the concatenated eval text."""
     res, model = run
     from analysis.data import corpus_text, make_splits, tokenize
-    from analysis.loading import load_model
+    from analysis.models.loading import load_model
     tok = load_model(LoadConfig(device="cpu")).tokenizer
     ev = make_splits(tokenize(corpus_text(DATA), tok), DATA).eval
     stream = ev.flatten()[None]

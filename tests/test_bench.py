@@ -8,14 +8,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from analysis.adapter import DecoderAdapter
-from analysis.bench import forward_flops_per_token, matmul_params
+from analysis.models.adapter import DecoderAdapter
+from analysis.importance.bench import forward_flops_per_token, matmul_params
 from analysis.data import DataConfig
-from analysis.errors import MinitronError
-from analysis.loading import LoadConfig
-from analysis.perf import find_batch_size, is_oom, parse_batch_size
-from analysis.results import load_run
-from analysis.runner import AnalysisConfig, run_analysis
+from analysis.core.errors import MinitronError
+from analysis.models.loading import LoadConfig
+from analysis.core.perf import find_batch_size, is_oom, parse_batch_size
+from analysis.importance.results import load_run
+from analysis.importance.pipeline import AnalysisConfig, run_analysis
 from tests.conftest import TINY, tiny_model
 
 
@@ -114,7 +114,7 @@ def test_bench_table_compiled_with_dynamo_only(tiny_dir):
     """Compiled modes on CPU (dynamo tracing, no inductor): one graph each, no graph breaks."""
     from rich.console import Console
 
-    from analysis.bench import BenchConfig, print_report, run_bench
+    from analysis.importance.bench import BenchConfig, print_report, run_bench
 
     d, _ = tiny_dir
     torch._dynamo.reset()

@@ -15,8 +15,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 from typer.testing import CliRunner
 
-from analysis.errors import MinitronError
-from analysis.registry import get
+from analysis.core.errors import MinitronError
+from analysis.models.registry import get
 from cards import build, from_spec, render, write_card, write_card_for_directory, write_cards
 from cards.check import check_card
 from cli import app
@@ -233,7 +233,7 @@ def test_rewriting_a_card_replaces_it(tmp_path):
 
 # --- pruned model directories --------------------------------------------------------------------
 def _pruned_dir(tmp_path: Path, teacher: str = "nemotron-4-15b", recipe: dict | None = None) -> Path:
-    from analysis.configs import to_hf_config
+    from analysis.models.configs import to_hf_config
     from tests.conftest import TINY
 
     model_dir = tmp_path / "tiny-pruned"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from analysis.data import DataConfig, build_splits, load_documents, make_splits, pydoc_documents
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 
 
 def test_splits_are_disjoint_and_deterministic():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from analysis.adapter import DecoderAdapter
-from analysis.distill import (
+from analysis.models.adapter import DecoderAdapter
+from analysis.training.loop import (
     DistillConfig,
     batch_indices,
     clm_loss,
@@ -20,7 +20,7 @@ from analysis.distill import (
     lr_at,
     make_optimizer,
 )
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 from tests.conftest import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,8 +215,8 @@ def test_cli_mismatched_vocab_is_one_line_error(tmp_path):
 def test_cli_distill_writes_a_model_directory(tmp_path):
     from transformers import AutoTokenizer
 
-    from analysis.loading import cached_gguf_dir, locate_gguf
-    from analysis.registry import DEFAULT_MODEL, get
+    from analysis.models.loading import cached_gguf_dir, locate_gguf
+    from analysis.models.registry import DEFAULT_MODEL, get
 
     tokenizer = AutoTokenizer.from_pretrained(cached_gguf_dir(locate_gguf(get(DEFAULT_MODEL))))
     teacher = tiny_model("llama", vocab=len(tokenizer))

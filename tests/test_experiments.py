@@ -12,12 +12,12 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from analysis import experiments as ex
-from analysis.adapter import DecoderAdapter, param_count
-from analysis.distill import DistillConfig, distill
-from analysis.paper import AGGREGATION_LOSS
-from analysis.registry import get
-from analysis.results import RunResult
+from analysis.experiments import studies as ex
+from analysis.models.adapter import DecoderAdapter, param_count
+from analysis.training.loop import DistillConfig, distill
+from analysis.models.paper import AGGREGATION_LOSS
+from analysis.models.registry import get
+from analysis.importance.results import RunResult
 from figures import experiments as fx
 from tests.conftest import TINY, tiny_model
 from tests.synthetic import synthetic_metrics, synthetic_tensors

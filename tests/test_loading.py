@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.adapter import DecoderAdapter
-from analysis.errors import MinitronError, WeightsNotFound
-from analysis.loading import LoadConfig, load_model, save_safetensors
+from analysis.models.adapter import DecoderAdapter
+from analysis.core.errors import MinitronError, WeightsNotFound
+from analysis.models.loading import LoadConfig, load_model, save_safetensors
 from tests.conftest import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from analysis.adapter import DecoderAdapter, param_count
-from analysis.errors import MinitronError
-from analysis.export import RECIPE_KEYS, export_model
-from analysis.loading import LoadConfig
-from analysis.prune import (
+from analysis.models.adapter import DecoderAdapter, param_count
+from analysis.core.errors import MinitronError
+from analysis.pruning.export import RECIPE_KEYS, export_model
+from analysis.models.loading import LoadConfig
+from analysis.pruning.plan import (
     Importance,
     PruneTarget,
     plan_for,
@@ -21,9 +21,9 @@ from analysis.prune import (
     resolve_target,
     target_from_registry,
 )
-from analysis.prune_run import PruneConfig, dry_run
-from analysis.registry import get
-from analysis.surgery import build_pruned
+from analysis.pruning.pipeline import PruneConfig, dry_run
+from analysis.models.registry import get
+from analysis.pruning.surgery import build_pruned
 from tests.conftest import tiny_model
 
 FAMILIES = ["nemotron", "llama"]
@@ -156,7 +156,7 @@ def test_impossible_targets(target, message):
 
 
 def test_impossible_target_fails_before_loading(monkeypatch):
-    from analysis import prune_run
+    from analysis.pruning import pipeline as prune_run
 
     def boom(*a, **k):
         raise AssertionError("analysis started")
@@ -187,9 +187,9 @@ def test_target_from_registry_rejects_other_family():
 
 def test_shapes_transformers_would_reject_fail_before_work():
     """Llama configs need hidden % heads == 0 (even with head_dim set); Nemotron's do not (Minitron-8B: 4096/48)."""
-    from analysis.errors import MinitronError
-    from analysis.prune import PruneTarget, check_exportable, resolve_target
-    from analysis.registry import get
+    from analysis.core.errors import MinitronError
+    from analysis.pruning.plan import PruneTarget, check_exportable, resolve_target
+    from analysis.models.registry import get
 
     with pytest.raises(MinitronError, match=r"hidden size \(480\) is not a multiple .* heads \(9\)"):
         check_exportable(resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480)))

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.test_cli_prune import cli
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("analysis.collect") is None,
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("analysis.importance.collect") is None,
                                 reason="analysis engine not merged yet")
 SMALL = ("--samples", "4", "--eval-samples", "2", "--seq-len", "64", "--batch-size", "4")
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from analysis.adapter import param_count
-from analysis.configs import from_hf_config, to_hf_config
-from analysis.errors import MinitronError
-from analysis.loading import LoadConfig, load_model
-from analysis.registry import MODELS, get
+from analysis.models.adapter import param_count
+from analysis.models.configs import from_hf_config, to_hf_config
+from analysis.core.errors import MinitronError
+from analysis.models.loading import LoadConfig, load_model
+from analysis.models.registry import MODELS, get
 
 # Published counts (../shared/reference/minitron-facts.md), in billions: total, non-embedding.
 PUBLISHED = {

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from analysis.errors import MinitronError
-from analysis.train_state import (
+from analysis.core.errors import MinitronError
+from analysis.training.checkpoint import (
     CHECKPOINT,
     TRAINER,
     export_model,
@@ -190,7 +190,7 @@ def batch_indices(step: int, micro: int, n: int, cfg: DistillConfig) -> torch.Te
 
 # --- evaluation and one step --------------------------------------------------------------------
 def _autocast(device: torch.device, cfg: DistillConfig):
-    from analysis.loading import resolve_dtype
+    from analysis.models.loading import resolve_dtype
 
     dtype = resolve_dtype(cfg.dtype, device)
     if dtype == torch.float16:
@@ -333,7 +333,7 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
     """
     from tqdm.auto import tqdm
 
-    from analysis.loading import resolve_device
+    from analysis.models.loading import resolve_device
 
     check_compatible(teacher, student)
     device, out_dir = resolve_device(cfg.device), Path(out_dir)

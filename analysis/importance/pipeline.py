@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from analysis import distributed as dd
-from analysis import sensitivity as sens
-from analysis.collect import Collector
+from analysis.core import distributed as dd
+from analysis.importance import sensitivity as sens
+from analysis.importance.collect import Collector
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
-from analysis.errors import MinitronError
-from analysis.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
-from analysis.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
-from analysis.results import DEFAULT_AGGREGATION, METRICS, write_run
-from analysis.summary import build_metrics, depth_tensors, print_summary
+from analysis.core.errors import MinitronError
+from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
+from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
+from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
+from analysis.importance.report import build_metrics, depth_tensors, print_summary
 
 CHECKPOINT_EVERY_S = 30.0
 

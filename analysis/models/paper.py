@@ -2,14 +2,14 @@
 
 Everything here is transcribed from arXiv:2407.14679 (Compact Language Models via Pruning and
 Knowledge Distillation); each table names its source so figures and cards can cite it.
-The Minitron family's own numbers live in ``analysis.registry``; these add the peers.
+The Minitron family's own numbers live in ``analysis.models.registry``; these add the peers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.registry import PAPER, get
+from analysis.models.registry import PAPER, get
 
 FIGURE1 = f"{PAPER} Figure 1"
 TABLE2 = f"{PAPER} Table 2"

@@ -7,8 +7,8 @@ from dataclasses import asdict
 
 import torch
 
-from analysis.metrics import block_importance, spearman
-from analysis.sensitivity import PROTOCOL
+from analysis.importance.metrics import block_importance, spearman
+from analysis.importance.sensitivity import PROTOCOL
 
 
 def depth_tensors(t: dict[str, torch.Tensor], state: dict, sizes, num_layers: int) -> dict[str, torch.Tensor]:
@@ -36,7 +36,7 @@ def _layer_table(t, loss: float) -> list[dict]:
 
 def build_metrics(key, lm, splits, cfg, state, t, sizes, timings, borrowed_tokenizer) -> dict:
     """The metrics.json document (schema in analysis/results.py and the README)."""
-    from analysis.runner import now, versions
+    from analysis.importance.pipeline import now, versions
 
     tokens = max(state["eval_tokens"], 1)
     loss = state["nll_full"] / tokens

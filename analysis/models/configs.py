@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PretrainedConfig
 
-from analysis.errors import MinitronError
-from analysis.registry import Architecture
+from analysis.core.errors import MinitronError
+from analysis.models.registry import Architecture
 
 SUPPORTED_FAMILIES = ("nemotron", "llama", "mistral", "qwen2")
 

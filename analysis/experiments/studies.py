@@ -2,12 +2,12 @@
 
 Every function returns a dict with ``rows`` (a list of flat dicts, one per measured variant) and the
 context needed to read them; ``figures.experiments`` draws them and the notebooks display them.
-Sizes come from the caller (``analysis.experiment_setup.Scale``), so CI runs the same code in
+Sizes come from the caller (``analysis.experiments.setup.Scale``), so CI runs the same code in
 seconds that the recorded results ran in minutes.
 
 Losses are mean next-token NLL in nats/token on held-out windows: tokens 1..T-1 of each window,
-scored from their in-window prefix (``analysis.prune_run.perplexity``; the same numbers as
-``analysis.distill.evaluate``). Parameter counts are of the built models (``param_count``).
+scored from their in-window prefix (``analysis.pruning.pipeline.perplexity``; the same numbers as
+``analysis.training.loop.evaluate``). Parameter counts are of the built models (``param_count``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from dataclasses import asdict, replace
 
 import torch
 
-from analysis.adapter import DecoderAdapter, param_count
-from analysis.distill import DistillConfig, check_compatible, evaluate, make_optimizer, train_step
-from analysis.metrics import spearman
-from analysis.paper import AGGREGATION_LOSS
-from analysis.prune import PruneTarget, importance_from_run, plan_for
-from analysis.prune_run import perplexity
-from analysis.registry import Architecture
-from analysis.results import AGGREGATIONS, DEFAULT_AGGREGATION
-from analysis.surgery import build_pruned
+from analysis.models.adapter import DecoderAdapter, param_count
+from analysis.training.loop import DistillConfig, check_compatible, evaluate, make_optimizer, train_step
+from analysis.importance.metrics import spearman
+from analysis.models.paper import AGGREGATION_LOSS
+from analysis.pruning.plan import PruneTarget, importance_from_run, plan_for
+from analysis.pruning.pipeline import perplexity
+from analysis.models.registry import Architecture
+from analysis.importance.results import AGGREGATIONS, DEFAULT_AGGREGATION
+from analysis.pruning.surgery import build_pruned
 
 # Pruning axis -> Architecture field, in the order a combined target shrinks them.
 AXIS_FIELDS = {"depth": "layers", "heads": "heads", "channels": "hidden", "mlp": "mlp"}
@@ -69,7 +69,7 @@ def fraction_target(teacher: Architecture, hidden: float = 1.0, mlp: float = 1.0
 
 def paper_target(teacher: Architecture, name: str = "8B") -> PruneTarget:
     """The width ratios of Minitron ``name`` over Nemotron-4 15B, applied to ``teacher`` (no depth pruning)."""
-    from analysis.paper import width_targets
+    from analysis.models.paper import width_targets
 
     f = width_targets()[name]
     return fraction_target(teacher, hidden=f["hidden"], mlp=f["mlp"], heads=f["heads"])
@@ -99,12 +99,12 @@ def matched_target(teacher: Architecture, axes: tuple[str, ...], fraction: float
 
 
 def train_in_memory(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig) -> dict:
-    """``analysis.distill``'s loop without checkpoints or export: held-out metrics before/after, history.
+    """``analysis.training.loop``'s loop without checkpoints or export: held-out metrics before/after, history.
 
     Experiments compare many short runs; writing a 0.5 GB model and optimizer state per run would
     cost more than the training. Evaluates every ``cfg.eval_every`` steps (0: before and after only).
     """
-    from analysis.loading import resolve_device
+    from analysis.models.loading import resolve_device
 
     check_compatible(teacher, student)
     device = resolve_device(cfg.device)

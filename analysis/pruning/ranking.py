@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from analysis.metrics import ranks, spearman  # noqa: F401 - re-exported for figures
-from analysis.prune import rank_heads, top_sorted
+from analysis.importance.metrics import ranks, spearman  # noqa: F401 - re-exported for figures
+from analysis.pruning.plan import rank_heads, top_sorted
 
 
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:

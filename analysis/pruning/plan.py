@@ -9,8 +9,8 @@ The recipe (arXiv 2407.14679 §2, Model Optimizer's ``mcore_minitron``):
   * depth: keep the layers scoring highest by block importance (``bi``) or by the LM loss measured
     with the layer removed (``drop-loss``: dropping the layers whose removal hurts least).
 
-Building the smaller model from a ``PrunePlan`` lives in ``analysis.surgery``; writing it to disk in
-``analysis.export``. Nothing here touches module paths.
+Building the smaller model from a ``PrunePlan`` lives in ``analysis.pruning.surgery``; writing it to disk in
+``analysis.pruning.export``. Nothing here touches module paths.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from analysis.errors import MinitronError
-from analysis.registry import Architecture, get
+from analysis.core.errors import MinitronError
+from analysis.models.registry import Architecture, get
 
 DEPTH_METRICS = {"bi": "block_importance", "drop-loss": "drop_layer_loss"}  # CLI name -> run tensor
 
@@ -102,7 +102,7 @@ def check_exportable(student: Architecture) -> Architecture:
     Llama-family configs, for instance, require hidden % heads == 0 even with an explicit head_dim
     (Nemotron's do not: Minitron-8B has 4096 channels and 48 heads).
     """
-    from analysis.configs import to_hf_config
+    from analysis.models.configs import to_hf_config
 
     try:
         config = to_hf_config(student)
@@ -199,7 +199,7 @@ def _check_scores(teacher: Architecture, imp: Importance) -> None:
 
 
 def importance_from_run(run, aggregation: str, depth_metric: str) -> Importance:
-    """Pick the tensors of an analysis run (``analysis.results.RunResult``) for one recipe."""
+    """Pick the tensors of an analysis run (``analysis.importance.results.RunResult``) for one recipe."""
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 
 AUTO_CAP_CUDA = 64  # largest batch auto-tuning tries on a GPU (memory decides below that)
 AUTO_CAP_CPU = 16  # on CPU, throughput decides: host RAM never raises a clean OOM

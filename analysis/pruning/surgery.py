@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from analysis.adapter import DecoderAdapter
-from analysis.prune import PrunePlan
-from analysis.registry import Architecture
+from analysis.models.adapter import DecoderAdapter
+from analysis.pruning.plan import PrunePlan
+from analysis.models.registry import Architecture
 
 
 def pruned_config(config: PretrainedConfig, student: Architecture, layers: list[int]) -> PretrainedConfig:

@@ -25,8 +25,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from analysis.errors import MinitronError
-from analysis.registry import Architecture
+from analysis.core.errors import MinitronError
+from analysis.models.registry import Architecture
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpac
 
 def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8) -> list[float]:
     """Zero-shot LM loss (mean token NLL on ``eval_ids`` [N, T]) of each candidate pruned from ``model``."""
-    from analysis.adapter import DecoderAdapter
-    from analysis.prune import PruneTarget, plan_for
-    from analysis.prune_run import perplexity
-    from analysis.surgery import build_pruned
+    from analysis.models.adapter import DecoderAdapter
+    from analysis.pruning.plan import PruneTarget, plan_for
+    from analysis.pruning.pipeline import perplexity
+    from analysis.pruning.surgery import build_pruned
 
     teacher = DecoderAdapter(model).arch
     losses = []

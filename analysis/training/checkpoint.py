@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.atomic import atomic_dir, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
+from analysis.core.io import atomic_dir, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
 
 CHECKPOINT = "checkpoint"
 STUDENT = "student.safetensors"

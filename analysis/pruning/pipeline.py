@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.adapter import DecoderAdapter, param_count
-from analysis.configs import from_hf_config
+from analysis.models.adapter import DecoderAdapter, param_count
+from analysis.models.configs import from_hf_config
 from analysis.data import DataConfig, build_splits
-from analysis.errors import MinitronError
-from analysis.loading import LoadConfig, LoadedModel, load_model
-from analysis.prune import (
+from analysis.core.errors import MinitronError
+from analysis.models.loading import LoadConfig, LoadedModel, load_model
+from analysis.pruning.plan import (
     Importance,
     PruneTarget,
     check_exportable,
@@ -27,7 +27,7 @@ from analysis.prune import (
     resolve_target,
     target_from_registry,
 )
-from analysis.results import DEFAULT_AGGREGATION
+from analysis.importance.results import DEFAULT_AGGREGATION
 
 PPL_PROTOCOL = ("analysis.data eval split; independent windows; first token of each window unscored; "
                 "exp(mean token NLL)")
@@ -59,7 +59,7 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> float:
     """ids [N, T] -> exp(mean NLL of tokens 1..T-1 of every window) (protocol in module docstring)."""
-    from analysis.sensitivity import model_nll
+    from analysis.importance.sensitivity import model_nll
 
     ad, device = DecoderAdapter(model), next(model.parameters()).device
     total = sum(float(model_nll(ad, batch.to(device))) for batch in ids.split(batch_size))
@@ -68,13 +68,13 @@ def perplexity(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -
 
 def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None]:
     """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices)."""
-    from analysis.results import load_run
+    from analysis.importance.results import load_run
 
     if cfg.run:
         return importance_from_run(load_run(cfg.run), cfg.aggregation, cfg.depth_metric), str(cfg.run)
     if loaded.tokenizer is None:
         return Importance(), None
-    from analysis.runner import AnalysisConfig, run_analysis
+    from analysis.importance.pipeline import AnalysisConfig, run_analysis
 
     # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
     acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=(1,))
@@ -88,7 +88,7 @@ def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Im
 
 def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarget, cfg: PruneConfig,
            run: str | None, ppl: tuple[float | None, float | None], scored: bool) -> dict:
-    """The prune_recipe.json document (keys in analysis.export.RECIPE_KEYS, plus the protocol)."""
+    """The prune_recipe.json document (keys in analysis.pruning.export.RECIPE_KEYS, plus the protocol)."""
     return {
         "teacher": loaded_name, "teacher_params": teacher_params, "params": params,
         "target": target.to_json(), "depth_metric": cfg.depth_metric if scored else "none",
@@ -101,7 +101,7 @@ def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarg
 
 def prune(cfg: PruneConfig, console=None):
     """Prune the teacher of ``cfg``; returns (pruned model, tokenizer, recipe dict)."""
-    from analysis.surgery import build_pruned
+    from analysis.pruning.surgery import build_pruned
 
     loaded = load_model(cfg.load)
     teacher = DecoderAdapter(loaded.model).arch
@@ -122,7 +122,7 @@ def prune(cfg: PruneConfig, console=None):
 
 def dry_run(cfg: PruneConfig):
     """Shapes only: (student HF config, recipe dict), from the registry or a config; no weights."""
-    from analysis.surgery import pruned_config
+    from analysis.pruning.surgery import pruned_config
 
     meta = load_model(dataclasses.replace(cfg.load, device="meta", random_init=True))
     teacher = from_hf_config(meta.model.config)

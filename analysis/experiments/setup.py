@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from analysis.data import DataConfig
-from analysis.distill import DistillConfig, training_splits
-from analysis.loading import LoadConfig, LoadedModel, load_model
-from analysis.prune import PruneTarget
-from analysis.registry import DEFAULT_MODEL
-from analysis.results import RunResult, load_run
-from analysis.runner import AnalysisConfig, run_analysis
+from analysis.training.loop import DistillConfig, training_splits
+from analysis.models.loading import LoadConfig, LoadedModel, load_model
+from analysis.pruning.plan import PruneTarget
+from analysis.models.registry import DEFAULT_MODEL
+from analysis.importance.results import RunResult, load_run
+from analysis.importance.pipeline import AnalysisConfig, run_analysis
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,10 @@ class Setup:
 
 def shrunk_model(model: str, target: PruneTarget, out: Path) -> Path:
     """``model`` cut to ``target`` (leading channels/heads/neurons/layers) as a HF directory; reused if present."""
-    from analysis.adapter import DecoderAdapter
-    from analysis.export import atomic_dir
-    from analysis.prune import Importance, plan_for
-    from analysis.surgery import build_pruned
+    from analysis.models.adapter import DecoderAdapter
+    from analysis.pruning.export import atomic_dir
+    from analysis.pruning.plan import Importance, plan_for
+    from analysis.pruning.surgery import build_pruned
 
     if (out / "config.json").exists():
         return out

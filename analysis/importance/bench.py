@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from analysis.collect import Collector
-from analysis.loading import LoadConfig, load_model
-from analysis.perf import (
+from analysis.importance.collect import Collector
+from analysis.models.loading import LoadConfig, load_model
+from analysis.core.perf import (
     auto_batch_size,
     count_compiles,
     free_memory,
@@ -34,7 +34,7 @@ from analysis.perf import (
     reset_peak_memory,
     time_fn,
 )
-from analysis.registry import Architecture
+from analysis.models.registry import Architecture
 
 PAPER_CALIBRATION = (1024, 4096)  # samples x tokens of the paper's importance estimation (§2.2)
 TARGETS = {"analysis_vs_plain": 0.95, "mfu": 0.45, "projected_s": 600.0}  # issue 7, one H100, 15B bf16
@@ -135,7 +135,7 @@ def _time_mode(make, cfg: BenchConfig, device) -> dict:
 
 def _resolve(cfg: BenchConfig, ad, device) -> tuple[int, int]:
     """(seq_len, batch_size) for this device; "auto" probes the analysis pass eagerly."""
-    from analysis.runner import analysis_probe
+    from analysis.importance.pipeline import analysis_probe
 
     seq_len = cfg.seq_len or (4096 if device.type == "cuda" else 64)
     max_pos = getattr(ad.config, "max_position_embeddings", None) or seq_len

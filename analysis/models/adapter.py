@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from analysis.configs import SUPPORTED_FAMILIES, from_hf_config
-from analysis.errors import MinitronError
-from analysis.registry import Architecture
+from analysis.models.configs import SUPPORTED_FAMILIES, from_hf_config
+from analysis.core.errors import MinitronError
+from analysis.models.registry import Architecture
 
 
 class DecoderAdapter:

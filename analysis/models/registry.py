@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from analysis.errors import MinitronError
+from analysis.core.errors import MinitronError
 
 NVIDIA_OPEN_MODEL_LICENSE = "nvidia-open-model-license"
 NVIDIA_OPEN_MODEL_LICENSE_LINK = (

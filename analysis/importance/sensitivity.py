@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from analysis.adapter import DecoderAdapter
+from analysis.models.adapter import DecoderAdapter
 
 PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each scored independently; "
             "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.results import AGGREGATIONS
+from analysis.importance.results import AGGREGATIONS
 
 
 def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:

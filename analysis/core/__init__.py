@@ -1,0 +1,1 @@
+"""Plumbing with no model knowledge: user errors, atomic writes, provenance, timing and memory, torchrun."""

@@ -1,0 +1,1 @@
+"""Where a model's capacity lives: hooks, streaming statistics, metrics, layer sensitivity, the analyze pipeline."""

@@ -1,0 +1,1 @@
+"""Minitron-style structured pruning: targets and ranking, weight surgery, export, the prune pipeline, search."""
