@@ -89,9 +89,9 @@ def analyze(
     download: bool = typer.Option(False, "--download", help="allow Hugging Face hub downloads"),
 ):
     """Importance (heads, neurons, channels), layer sensitivity and perplexity in one streaming pass."""
-    from analysis.data import DataConfig
     from analysis.core.distributed import world_from_env
     from analysis.core.perf import parse_batch_size
+    from analysis.data import DataConfig
     from analysis.importance.pipeline import AnalysisConfig, run_analysis
 
     sizes = tuple(int(s) for s in block_sizes.split(",") if s.strip())
@@ -124,8 +124,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ):
     """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""
-    from analysis.importance.bench import BenchConfig, print_report, run_bench
     from analysis.core.perf import parse_batch_size
+    from analysis.importance.bench import BenchConfig, print_report, run_bench
 
     cfg = BenchConfig(load=_load_config(model, dtype, device, random_init), seq_len=seq_len,
                       batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, steps=steps,
@@ -224,9 +224,9 @@ def distill(
     """Heal a pruned student by logit distillation from its teacher (or plain fine-tuning, --finetune)."""
     from pathlib import Path
 
-    from analysis.training import loop as kd
     from analysis.data import DataConfig
     from analysis.models.loading import load_model
+    from analysis.training import loop as kd
 
     cfg = kd.DistillConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                            min_lr=min_lr, warmup_steps=warmup, kd_weight=kd_weight, clm_weight=clm_weight,
@@ -290,10 +290,10 @@ def prune(
     """Minitron-style structured pruning into a plain Hugging Face model directory."""
     from analysis.data import DataConfig
     from analysis.pruning.export import export_config, export_model
-    from analysis.pruning.plan import DEPTH_METRICS, PruneTarget
     from analysis.pruning.pipeline import PruneConfig
     from analysis.pruning.pipeline import dry_run as shapes_only
     from analysis.pruning.pipeline import prune as run_prune
+    from analysis.pruning.plan import DEPTH_METRICS, PruneTarget
 
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
@@ -357,9 +357,9 @@ def search(
 
 def _rank_candidates(load, candidates, run, aggregation, depth_metric, eval_samples, seq_len):
     from analysis.data import DataConfig, build_splits
+    from analysis.importance.results import load_run
     from analysis.models.loading import load_model
     from analysis.pruning.plan import importance_from_run
-    from analysis.importance.results import load_run
     from analysis.pruning.search import rank
 
     if run is None:

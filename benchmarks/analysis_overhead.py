@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from analysis.importance.collect import Collector
-from analysis.models.loading import LoadConfig, load_model
 from analysis.importance.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass, head_nll
+from analysis.models.loading import LoadConfig, load_model
 
 
 def rss() -> int:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.core.errors import MinitronError
-from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
 from analysis.importance.results import RunResult, latest_run, load_run
+from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
 from cards.facts import PublishedFacts, facts_for
 
 PRUNE_RECIPE = "prune_recipe.json"

@@ -7,9 +7,9 @@ import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from analysis.pruning.ranking import heads_kept, kept_overlap, spearman
-from analysis.models.paper import width_targets
 from analysis.importance.results import AGGREGATIONS
+from analysis.models.paper import width_targets
+from analysis.pruning.ranking import heads_kept, kept_overlap, spearman
 from figures import style
 
 AGG_LABEL = {"mean": "mean", "l2": "L2", "var": "var"}

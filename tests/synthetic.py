@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.models.registry import Architecture
 from analysis.importance.results import AGGREGATIONS, write_run
+from analysis.models.registry import Architecture
 
 ARCH = Architecture(family="nemotron", layers=8, hidden=64, heads=8, kv_heads=2, head_dim=8, mlp=96,
                     vocab=97, activation="relu2", norm="layernorm1p", rotary_fraction=0.5, max_positions=128)

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from analysis.models.adapter import DecoderAdapter
-from analysis.data import DataConfig
 from analysis.core.errors import MinitronError
-from analysis.models.loading import LoadConfig
+from analysis.data import DataConfig
 from analysis.importance.metrics import spearman
-from analysis.importance.results import AGGREGATIONS, load_run
 from analysis.importance.pipeline import AnalysisConfig, RunInterrupted, run_analysis
+from analysis.importance.results import AGGREGATIONS, load_run
 from analysis.importance.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass
+from analysis.models.adapter import DecoderAdapter
+from analysis.models.loading import LoadConfig
 
 DATA = DataConfig(seq_len=24, calib_samples=5, eval_samples=3, seed=2)
 

@@ -8,14 +8,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from analysis.models.adapter import DecoderAdapter
-from analysis.importance.bench import forward_flops_per_token, matmul_params
-from analysis.data import DataConfig
 from analysis.core.errors import MinitronError
-from analysis.models.loading import LoadConfig
 from analysis.core.perf import find_batch_size, is_oom, parse_batch_size
-from analysis.importance.results import load_run
+from analysis.data import DataConfig
+from analysis.importance.bench import forward_flops_per_token, matmul_params
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
+from analysis.importance.results import load_run
+from analysis.models.adapter import DecoderAdapter
+from analysis.models.loading import LoadConfig
 from tests.conftest import TINY, tiny_model
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from analysis.data import DataConfig, build_splits, load_documents, make_splits, pydoc_documents
 from analysis.core.errors import MinitronError
+from analysis.data import DataConfig, build_splits, load_documents, make_splits, pydoc_documents
 
 
 def test_splits_are_disjoint_and_deterministic():

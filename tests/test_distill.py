@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from analysis.core.errors import MinitronError
 from analysis.models.adapter import DecoderAdapter
 from analysis.training.loop import (
     DistillConfig,
@@ -20,7 +21,6 @@ from analysis.training.loop import (
     lr_at,
     make_optimizer,
 )
-from analysis.core.errors import MinitronError
 from tests.conftest import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from analysis.data import DataConfig
-from analysis.models.loading import LoadConfig, load_model
-from analysis.importance.results import load_run
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
+from analysis.importance.results import load_run
+from analysis.models.loading import LoadConfig, load_model
 from tests.conftest import save_tiny_dir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from analysis.experiments import studies as ex
+from analysis.importance.results import RunResult
 from analysis.models.adapter import DecoderAdapter, param_count
-from analysis.training.loop import DistillConfig, distill
 from analysis.models.paper import AGGREGATION_LOSS
 from analysis.models.registry import get
-from analysis.importance.results import RunResult
+from analysis.training.loop import DistillConfig, distill
 from figures import experiments as fx
 from tests.conftest import TINY, tiny_model
 from tests.synthetic import synthetic_metrics, synthetic_tensors

@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from analysis.pruning.ranking import heads_kept, kept_overlap, ranks, spearman
 from analysis.importance.results import load_run
+from analysis.pruning.ranking import heads_kept, kept_overlap, ranks, spearman
 from figures import family, importance, layers
 from figures.render import FAMILY_FIGURES, RUN_FIGURES, draw_family, draw_run
 from tests.synthetic import synthetic_run
@@ -114,8 +114,8 @@ def test_cli_figures_on_a_non_run_is_one_line_error(tmp_path):
 def test_every_figure_renders_from_a_real_tiny_run(tiny_dir, tmp_path):
     """A real analysis run of a tiny random model (not synthetic numbers) draws every run figure."""
     from analysis.data import DataConfig
-    from analysis.models.loading import LoadConfig
     from analysis.importance.pipeline import AnalysisConfig, run_analysis
+    from analysis.models.loading import LoadConfig
 
     d, _ = tiny_dir
     cfg = AnalysisConfig(load=LoadConfig(model=str(d), device="cpu"),

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.models.adapter import DecoderAdapter
 from analysis.core.errors import MinitronError, WeightsNotFound
+from analysis.models.adapter import DecoderAdapter
 from analysis.models.loading import LoadConfig, load_model, save_safetensors
 from tests.conftest import tiny_model
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.core.errors import MinitronError
-from analysis.pruning.export import RECIPE_KEYS, export_model
+from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.loading import LoadConfig
+from analysis.models.registry import get
+from analysis.pruning.export import RECIPE_KEYS, export_model
+from analysis.pruning.pipeline import PruneConfig, dry_run
 from analysis.pruning.plan import (
     Importance,
     PruneTarget,
@@ -21,8 +23,6 @@ from analysis.pruning.plan import (
     resolve_target,
     target_from_registry,
 )
-from analysis.pruning.pipeline import PruneConfig, dry_run
-from analysis.models.registry import get
 from analysis.pruning.surgery import build_pruned
 from tests.conftest import tiny_model
 
@@ -188,8 +188,8 @@ def test_target_from_registry_rejects_other_family():
 def test_shapes_transformers_would_reject_fail_before_work():
     """Llama configs need hidden % heads == 0 (even with head_dim set); Nemotron's do not (Minitron-8B: 4096/48)."""
     from analysis.core.errors import MinitronError
-    from analysis.pruning.plan import PruneTarget, check_exportable, resolve_target
     from analysis.models.registry import get
+    from analysis.pruning.plan import PruneTarget, check_exportable, resolve_target
 
     with pytest.raises(MinitronError, match=r"hidden size \(480\) is not a multiple .* heads \(9\)"):
         check_exportable(resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480)))

@@ -4,9 +4,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from analysis.core.errors import MinitronError
 from analysis.models.adapter import param_count
 from analysis.models.configs import from_hf_config, to_hf_config
-from analysis.core.errors import MinitronError
 from analysis.models.loading import LoadConfig, load_model
 from analysis.models.registry import MODELS, get
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.models.adapter import DecoderAdapter
 from analysis.core.errors import MinitronError
-from analysis.pruning.plan import Importance
+from analysis.models.adapter import DecoderAdapter
 from analysis.models.registry import get
+from analysis.pruning.plan import Importance
 from analysis.pruning.search import SPACES, SearchSpace, enumerate_candidates, parse_budget, rank, space_for
 from tests.conftest import tiny_model
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from analysis.data import DataConfig
-from analysis.training.loop import DistillConfig, training_splits
-from analysis.models.loading import LoadConfig, LoadedModel, load_model
-from analysis.pruning.plan import PruneTarget
-from analysis.models.registry import DEFAULT_MODEL
-from analysis.importance.results import RunResult, load_run
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
+from analysis.importance.results import RunResult, load_run
+from analysis.models.loading import LoadConfig, LoadedModel, load_model
+from analysis.models.registry import DEFAULT_MODEL
+from analysis.pruning.plan import PruneTarget
+from analysis.training.loop import DistillConfig, training_splits
 
 
 @dataclass(frozen=True)

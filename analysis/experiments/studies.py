@@ -19,15 +19,15 @@ from dataclasses import asdict, replace
 
 import torch
 
-from analysis.models.adapter import DecoderAdapter, param_count
-from analysis.training.loop import DistillConfig, check_compatible, evaluate, make_optimizer, train_step
 from analysis.importance.metrics import spearman
-from analysis.models.paper import AGGREGATION_LOSS
-from analysis.pruning.plan import PruneTarget, importance_from_run, plan_for
-from analysis.pruning.pipeline import perplexity
-from analysis.models.registry import Architecture
 from analysis.importance.results import AGGREGATIONS, DEFAULT_AGGREGATION
+from analysis.models.adapter import DecoderAdapter, param_count
+from analysis.models.paper import AGGREGATION_LOSS
+from analysis.models.registry import Architecture
+from analysis.pruning.pipeline import perplexity
+from analysis.pruning.plan import PruneTarget, importance_from_run, plan_for
 from analysis.pruning.surgery import build_pruned
+from analysis.training.loop import DistillConfig, check_compatible, evaluate, make_optimizer, train_step
 
 # Pruning axis -> Architecture field, in the order a combined target shrinks them.
 AXIS_FIELDS = {"depth": "layers", "heads": "heads", "channels": "hidden", "mlp": "mlp"}

@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from analysis.importance.collect import Collector
-from analysis.models.loading import LoadConfig, load_model
 from analysis.core.perf import (
     auto_batch_size,
     count_compiles,
@@ -34,6 +32,8 @@ from analysis.core.perf import (
     reset_peak_memory,
     time_fn,
 )
+from analysis.importance.collect import Collector
+from analysis.models.loading import LoadConfig, load_model
 from analysis.models.registry import Architecture
 
 PAPER_CALIBRATION = (1024, 4096)  # samples x tokens of the paper's importance estimation (§2.2)

@@ -26,9 +26,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from analysis.models.adapter import DecoderAdapter
 from analysis.importance.results import AGGREGATIONS
 from analysis.importance.stats import BatchAggregator, MeanStat, seq_reduce
+from analysis.models.adapter import DecoderAdapter
 
 
 def _output(out):

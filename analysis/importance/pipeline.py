@@ -26,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.core import distributed as dd
+from analysis.core.errors import MinitronError
+from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
+from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.importance import sensitivity as sens
 from analysis.importance.collect import Collector
-from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
-from analysis.core.errors import MinitronError
-from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
-from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
-from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
 from analysis.importance.report import build_metrics, depth_tensors, print_summary
+from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
+from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
 
 CHECKPOINT_EVERY_S = 30.0
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.core.io import atomic_dir
 from analysis.core.errors import MinitronError
+from analysis.core.io import atomic_dir
 
 TENSORS = "importance.safetensors"
 METRICS = "metrics.json"

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from analysis.models.configs import SUPPORTED_FAMILIES, from_hf_config
 from analysis.core.errors import MinitronError
+from analysis.models.configs import SUPPORTED_FAMILIES, from_hf_config
 from analysis.models.registry import Architecture
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from analysis.core.errors import MinitronError, WeightsNotFound
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import to_hf_config
-from analysis.core.errors import MinitronError, WeightsNotFound
 from analysis.models.registry import DEFAULT_MODEL, ModelSpec, get, lookup
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,

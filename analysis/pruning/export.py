@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from analysis.core.io import atomic_dir as shared_atomic_dir
 from analysis.core.errors import MinitronError
+from analysis.core.io import atomic_dir as shared_atomic_dir
 
 RECIPE = "prune_recipe.json"
 RECIPE_KEYS = ("teacher", "teacher_params", "params", "target", "depth_metric", "aggregation",

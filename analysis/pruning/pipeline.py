@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from analysis.core.errors import MinitronError
+from analysis.data import DataConfig, build_splits
+from analysis.importance.results import DEFAULT_AGGREGATION
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import from_hf_config
-from analysis.data import DataConfig, build_splits
-from analysis.core.errors import MinitronError
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
 from analysis.pruning.plan import (
     Importance,
@@ -27,7 +28,6 @@ from analysis.pruning.plan import (
     resolve_target,
     target_from_registry,
 )
-from analysis.importance.results import DEFAULT_AGGREGATION
 
 PPL_PROTOCOL = ("analysis.data eval split; independent windows; first token of each window unscored; "
                 "exp(mean token NLL)")

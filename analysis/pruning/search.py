@@ -103,8 +103,8 @@ def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpac
 def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8) -> list[float]:
     """Zero-shot LM loss (mean token NLL on ``eval_ids`` [N, T]) of each candidate pruned from ``model``."""
     from analysis.models.adapter import DecoderAdapter
-    from analysis.pruning.plan import PruneTarget, plan_for
     from analysis.pruning.pipeline import perplexity
+    from analysis.pruning.plan import PruneTarget, plan_for
     from analysis.pruning.surgery import build_pruned
 
     teacher = DecoderAdapter(model).arch

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from analysis.models.adapter import DecoderAdapter
-from analysis.pruning.plan import PrunePlan
 from analysis.models.registry import Architecture
+from analysis.pruning.plan import PrunePlan
 
 
 def pruned_config(config: PretrainedConfig, student: Architecture, layers: list[int]) -> PretrainedConfig:
