@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -30,20 +32,48 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Minitron Lab: where a model's capacity lives, Minitron-style compression, honest cards.")
 console = Console(stderr=True)
 
+# --- options shared by several commands -------------------------------------------------------------
 MODEL_HELP = "registry name or alias (8B, 4B, 15B, smollm2-135m), Hugging Face id, local directory or .gguf"
+Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
+Data = Annotated[str, typer.Option(
+    "--data", help="pydoc (built-in), random (token ids, speed work), a .txt/.jsonl file or folder, or a HF dataset")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:N, meta (shapes only)")]
+RandomInit = Annotated[bool, typer.Option("--random-init", help="random weights (shape, memory and speed work)")]
+Seed = Annotated[int, typer.Option("--seed", help="seed of the window permutation")]
+SeqLen = Annotated[int, typer.Option("--seq-len", help="tokens per window")]
+Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA)")]
+Force = Annotated[bool, typer.Option("--force", help="replace an existing output")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="run model code shipped with a checkpoint")]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="accept .bin (pickle) weights")]
+Download = Annotated[bool, typer.Option("--download", help="allow Hugging Face hub downloads")]
 
 
-def _load_config(model, dtype, device, random_init, trust_remote_code=False, allow_pickle=False,
-                 download=False, device_map=None):
+def _load(model: str, dtype: str = "auto", device: str = "auto", random_init: bool = False,
+          trust_remote_code: bool = False, allow_pickle: bool = False, download: bool = False,
+          device_map: str | None = None, seed: int = 0):
     from analysis.models.loading import LoadConfig
 
     return LoadConfig(model=model, dtype=dtype, device=device, random_init=random_init,
                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_download=download,
-                      device_map=device_map)
+                      device_map=device_map, seed=seed)
 
 
+def _wide() -> Console:
+    """stdout console; tables keep their columns when piped."""
+    return Console(width=None if sys.stdout.isatty() else 180)
+
+
+def _write_card(stage: Path, final: Path) -> None:
+    """``finalize`` hook of model exports: the card, written into the staged model directory."""
+    from cards import write_card_for_directory
+
+    write_card_for_directory(stage, final=final)
+
+
+# --- commands -----------------------------------------------------------------------------------------
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="print the registry as JSON")):
+def models(as_json: Annotated[bool, typer.Option("--json", help="print the registry as JSON")] = False):
     """List the model registry with parameter counts computed from each architecture."""
     from analysis.models.registry import MODELS
 
@@ -51,42 +81,41 @@ def models(as_json: bool = typer.Option(False, "--json", help="print the registr
         print(json.dumps([m.to_json() for m in MODELS], indent=2))
         return
     table = Table(title="Minitron Lab model registry")
-    for col in ("name", "aliases", "role", "HF id", "layers", "hidden", "heads/kv", "MLP", "vocab",
-                "params", "non-emb"):
-        table.add_column(col, justify="right" if col in ("layers", "hidden", "MLP", "vocab", "params", "non-emb") else "left")
+    numeric = ("layers", "hidden", "MLP", "vocab", "params", "non-emb")
+    for col in ("name", "aliases", "role", "HF id", "layers", "hidden", "heads/kv", "MLP", "vocab", "params", "non-emb"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for m in MODELS:
         a, p = m.arch, m.arch.params()
         table.add_row(m.name, ", ".join(m.aliases[:2]), m.role, m.hf_id or "(local checkpoint only)",
                       str(a.layers), str(a.hidden), f"{a.heads}/{a.kv_heads}", str(a.mlp), str(a.vocab),
                       f"{p['total'] / 1e9:.3f}B", f"{p['non_embedding'] / 1e9:.3f}B")
-    Console(width=None if sys.stdout.isatty() else 180).print(table)
+    _wide().print(table)
 
 
 @app.command()
 def analyze(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-    data: str = typer.Option("pydoc", "--data",
-                             help="pydoc (built-in), random (token ids, speed work), a .txt/.jsonl file or folder, or a HF dataset"),
-    samples: int = typer.Option(64, "--samples", help="calibration samples"),
-    eval_samples: int = typer.Option(4, "--eval-samples", help="held-out samples (perplexity, sensitivity)"),
-    seq_len: int = typer.Option(128, "--seq-len", help="tokens per sample"),
-    batch_size: str = typer.Option("8", "--batch-size", help="samples per forward, or auto (largest that fits)"),
-    max_batch_size: int = typer.Option(None, "--max-batch-size", help="cap for --batch-size auto"),
-    block_sizes: str = typer.Option("1,2,4,8", "--block-sizes", help="contiguous block sizes for drop curves"),
-    pre_activation: bool = typer.Option(False, "--pre-activation", help="neuron importance before the activation"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
-    device_map: str = typer.Option(None, "--device-map", help="auto: spread a model too big for one GPU over all GPUs"),
-    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)"),
-    random_init: bool = typer.Option(False, "--random-init", help="random weights (shape/speed work)"),
-    seed: int = typer.Option(0, "--seed"),
-    out: str = typer.Option(None, "--out", help="output directory (default runs/<model>/<run-id>)"),
-    force: bool = typer.Option(False, "--force", help="recompute even if a cached result exists"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw figures at the end"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="accept .bin (pickle) weights"),
-    download: bool = typer.Option(False, "--download", help="allow Hugging Face hub downloads"),
+    model: Model = "smollm2-135m",
+    data: Data = "pydoc",
+    samples: Annotated[int, typer.Option("--samples", help="calibration samples")] = 64,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out samples (perplexity, sensitivity)")] = 4,
+    seq_len: SeqLen = 128,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="samples per forward, or auto")] = "8",
+    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="cap for --batch-size auto")] = None,
+    block_sizes: Annotated[str, typer.Option("--block-sizes", help="contiguous block sizes for drop curves")] = "1,2,4,8",
+    pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    device_map: Annotated[str | None, typer.Option("--device-map", help="auto: spread a model too big for one GPU")] = None,
+    compile: Compile = None,
+    random_init: RandomInit = False,
+    seed: Seed = 0,
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/<model>/<run-id>)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even if a cached result exists")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run")] = False,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw figures at the end")] = True,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
 ):
     """Importance (heads, neurons, channels), layer sensitivity and perplexity in one streaming pass."""
     from analysis.core.distributed import world_from_env
@@ -94,40 +123,40 @@ def analyze(
     from analysis.data import DataConfig
     from analysis.importance.pipeline import AnalysisConfig, run_analysis
 
-    sizes = tuple(int(s) for s in block_sizes.split(",") if s.strip())
     cfg = AnalysisConfig(
-        load=_load_config(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, device_map),
+        load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, device_map),
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
-        batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, block_sizes=sizes,
-        pre_activation=pre_activation, compile=compile,
+        batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size,
+        block_sizes=tuple(int(s) for s in block_sizes.split(",") if s.strip()), pre_activation=pre_activation,
+        compile=compile,
     )
     result_dir = run_analysis(cfg, out=out, force=force, resume=resume, console=console)
     if world_from_env()[0] != 0:  # under torchrun only rank 0 writes and reports
         return
     if figures:
-        _draw_figures(result_dir)
+        _draw_run(result_dir)
     console.print(f"results: {result_dir}")
 
 
 @app.command()
 def bench(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-    random_init: bool = typer.Option(False, "--random-init", help="random weights (no checkpoint needed)"),
-    seq_len: int = typer.Option(None, "--seq-len", help="tokens per sample (default 4096 on CUDA, 64 on CPU)"),
-    batch_size: str = typer.Option("auto", "--batch-size", help="samples per step, or auto"),
-    max_batch_size: int = typer.Option(None, "--max-batch-size", help="cap for --batch-size auto"),
-    steps: int = typer.Option(5, "--steps", help="timed steps per mode (median reported)"),
-    warmup: int = typer.Option(2, "--warmup", help="untimed steps first (the first holds compile time)"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
-    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+    model: Model = "smollm2-135m",
+    random_init: RandomInit = False,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="tokens per sample (default 4096 on CUDA, 64 on CPU)")] = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="samples per step, or auto")] = "auto",
+    max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="cap for --batch-size auto")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="timed steps per mode (median reported)")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed steps first (the first holds compile time)")] = 2,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    compile: Compile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
 ):
     """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""
     from analysis.core.perf import parse_batch_size
     from analysis.importance.bench import BenchConfig, print_report, run_bench
 
-    cfg = BenchConfig(load=_load_config(model, dtype, device, random_init), seq_len=seq_len,
+    cfg = BenchConfig(load=_load(model, dtype, device, random_init), seq_len=seq_len,
                       batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size, steps=steps,
                       warmup=warmup, compile=compile)
     report = run_bench(cfg, log=lambda msg: console.print(f"bench: {msg}", highlight=False))
@@ -137,17 +166,17 @@ def bench(
         print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
 
 
-def _draw_figures(run_dir) -> None:
+def _draw_run(run_dir) -> None:
     from figures.render import draw_run
 
     written = draw_run(run_dir)
-    console.print(f"figures: {len(written)} files in {run_dir / 'figures'}")
+    console.print(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
 
 
 @app.command()
 def figures(
-    run: str = typer.Option(None, "--run", help="an analysis run directory (default: registry figures only)"),
-    out: str = typer.Option(None, "--out", help="output directory (default: <run>/figures, or figures/out)"),
+    run: Annotated[str | None, typer.Option("--run", help="an analysis run directory (default: registry figures)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default: <run>/figures, or figures/out)")] = None,
 ):
     """Draw figures as PNG and SVG: a run's analysis figures, or the family's registry figures."""
     from figures.render import draw_family, draw_run
@@ -159,13 +188,13 @@ def figures(
 
 @app.command()
 def card(
-    model: str = typer.Option(None, "--model", "-m", help="registry name/alias (8B, 4B, 15B), model or run directory"),
-    all_models: bool = typer.Option(False, "--all", help="cards for Nemotron-4 15B, Minitron-8B and Minitron-4B"),
-    out: str = typer.Option(None, "--out", help="output directory (default cards/out/<model>/)"),
-    template: str = typer.Option(None, "--template", help="your own jinja2 template (rendered in a sandbox)"),
-    fmt: str = typer.Option("md", "--format", help="md (README.md + figures) or html (one self-contained file)"),
-    check: str = typer.Option(None, "--check", help="check a card's architecture claims instead of writing one"),
-    runs: str = typer.Option("runs", "--runs", help="where analysis runs live (runs/<model>/<run-id>/)"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registry name/alias (8B, 4B, 15B), model or run directory")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="cards for Nemotron-4 15B, Minitron-8B and Minitron-4B")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default cards/out/<model>/)")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="your own jinja2 template (sandboxed)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md (README.md + figures) or html (one self-contained file)")] = "md",
+    check: Annotated[str | None, typer.Option("--check", help="check a card's architecture claims instead")] = None,
+    runs: Annotated[str, typer.Option("--runs", help="where analysis runs live (runs/<model>/<run-id>/)")] = "runs",
 ):
     """Write a model card (front matter, architecture from config, published numbers, analysis), or check one."""
     if check:
@@ -187,105 +216,87 @@ def _check_card(path: str, model: str | None) -> None:
         raise MinitronError(f"{path}: no architecture claims found (pass --model if the card names no model)")
     for d in bad:
         print(f"{path}:{d}")
-    summary = f"{len(claims)} architecture claims checked, {len(bad)} disagree"
-    console.print(summary)
+    console.print(f"{len(claims)} architecture claims checked, {len(bad)} disagree")
     if bad:
         raise typer.Exit(1)
 
 
 @app.command()
 def distill(
-    student: str = typer.Option(..., "--student", "-s", help="the model to train, usually a pruned directory"),
-    teacher: str = typer.Option("smollm2-135m", "--teacher", "-t", help=MODEL_HELP),
-    data: str = typer.Option("pydoc", "--data", help="pydoc (built-in), a .txt/.jsonl file or folder, or a HF dataset"),
-    steps: int = typer.Option(100, "--steps", help="optimizer steps"),
-    seq_len: int = typer.Option(256, "--seq-len", help="tokens per window"),
-    batch_size: int = typer.Option(4, "--batch-size", help="windows per micro-batch"),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per optimizer step"),
-    lr: float = typer.Option(1e-4, "--lr", help="peak learning rate"),
-    min_lr: float = typer.Option(1e-5, "--min-lr", help="end of the cosine decay"),
-    warmup: int = typer.Option(10, "--warmup", help="linear warmup steps"),
-    kd_weight: float = typer.Option(1.0, "--kd-weight", help="weight of KL(teacher || student)"),
-    clm_weight: float = typer.Option(0.0, "--clm-weight", help="weight of next-token cross-entropy"),
-    finetune: bool = typer.Option(False, "--finetune", help="plain CLM fine-tuning (kd 0, clm 1) for comparison"),
-    eval_every: int = typer.Option(20, "--eval-every", help="held-out evaluation every N steps (0: start/end)"),
-    eval_samples: int = typer.Option(8, "--eval-samples", help="held-out windows"),
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="resumable checkpoint every N steps"),
-    seed: int = typer.Option(0, "--seed", help="order of training windows"),
-    data_seed: int = typer.Option(0, "--data-seed", help="window permutation (eval/train split), as analyze --seed"),
-    dtype: str = typer.Option("auto", "--dtype", help="compute dtype (teacher weights; student stays float32)"),
-    device: str = typer.Option("auto", "--device"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
-    out: str = typer.Option(None, "--out", help="output directory (default runs/distill/<student>-<mode>)"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="accept .bin (pickle) weights"),
-    download: bool = typer.Option(False, "--download", help="allow Hugging Face hub downloads"),
+    student: Annotated[str, typer.Option("--student", "-s", help="the model to train, usually a pruned directory")],
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help=MODEL_HELP)] = "smollm2-135m",
+    data: Data = "pydoc",
+    steps: Annotated[int, typer.Option("--steps", help="optimizer steps")] = 100,
+    seq_len: SeqLen = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per micro-batch")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per optimizer step")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="peak learning rate")] = 1e-4,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="end of the cosine decay")] = 1e-5,
+    warmup: Annotated[int, typer.Option("--warmup", help="linear warmup steps")] = 10,
+    kd_weight: Annotated[float, typer.Option("--kd-weight", help="weight of KL(teacher || student)")] = 1.0,
+    clm_weight: Annotated[float, typer.Option("--clm-weight", help="weight of next-token cross-entropy")] = 0.0,
+    finetune: Annotated[bool, typer.Option("--finetune", help="plain CLM fine-tuning (kd 0, clm 1)")] = False,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="held-out evaluation every N steps (0: ends)")] = 20,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows")] = 8,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="checkpoint every N steps")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="order of training windows")] = 0,
+    data_seed: Annotated[int, typer.Option("--data-seed", help="window permutation, as analyze --seed")] = 0,
+    dtype: Annotated[str, typer.Option("--dtype", help="compute dtype (the student stays float32)")] = "auto",
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/distill/<student>-<mode>)")] = None,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
 ):
     """Heal a pruned student by logit distillation from its teacher (or plain fine-tuning, --finetune)."""
-    from pathlib import Path
-
     from analysis.data import DataConfig
-    from analysis.models.loading import load_model
-    from analysis.training import loop as kd
+    from analysis.training.loop import DistillConfig
+    from analysis.training.pipeline import DistillJob, run_distill
 
-    cfg = kd.DistillConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                           min_lr=min_lr, warmup_steps=warmup, kd_weight=kd_weight, clm_weight=clm_weight,
-                           eval_every=eval_every, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
-                           seed=seed, device=device, dtype=dtype)
-    cfg = cfg.finetune() if finetune else cfg
-    t = load_model(_load_config(teacher, dtype, device, False, trust_remote_code, allow_pickle, download))
-    s = load_model(_load_config(student, "float32", device, False, trust_remote_code, allow_pickle, download))
-    kd.check_compatible(t.model, s.model, (t.tokenizer, s.tokenizer))
-    tokenizer = t.tokenizer or s.tokenizer
-    if tokenizer is None:
-        raise MinitronError("neither teacher nor student directory has a tokenizer; the data cannot be tokenized")
-    splits = kd.training_splits(tokenizer, DataConfig(source=data, seed=data_seed), cfg,
-                                getattr(s.model.config, "max_position_embeddings", None))
-    out_dir = Path(out or f"runs/distill/{s.name}-{cfg.mode}")
-    console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
-                  f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
-    recipe = Path(student) / "prune_recipe.json"  # written by `prune`; the card reads it
-    result = kd.distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=resume,
-                        tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance,
-                                                   "data": splits.meta},
-                        carry=(recipe,) if recipe.is_file() else ())
+    train = DistillConfig(steps=steps, seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                          min_lr=min_lr, warmup_steps=warmup, kd_weight=kd_weight, clm_weight=clm_weight,
+                          eval_every=eval_every, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
+                          seed=seed, device=device, dtype=dtype)
+    job = DistillJob(student=_load(student, "float32", device, False, trust_remote_code, allow_pickle, download),
+                     teacher=_load(teacher, dtype, device, False, trust_remote_code, allow_pickle, download),
+                     data=DataConfig(source=data, seed=data_seed), train=train.finetune() if finetune else train,
+                     out=Path(out) if out else None, resume=resume)
+    result = run_distill(job, console=console, finalize=_write_card)
     before, after = result.final["before"], result.final["after"]
     console.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} (ppl {before['ppl']:.2f} -> "
                   f"{after['ppl']:.2f}), KL {before['kl']:.4f} -> {after['kl']:.4f}; teacher loss "
                   f"{after['teacher_loss']:.4f}")
-    from cards import write_card_for_directory
-
-    write_card_for_directory(result.model_dir)
     console.print(f"model: {result.model_dir}")
 
 
 @app.command()
 def prune(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-    out: str = typer.Option(..., "--out", help="output model directory"),
-    run: str = typer.Option(None, "--run", help="analysis run directory (default: analyse on the fly)"),
-    target: str = typer.Option(None, "--target", help="take the shape of a registry model (8B, 4B)"),
-    hidden: int = typer.Option(None, "--hidden", help="embedding channels to keep"),
-    ffn: int = typer.Option(None, "--ffn", help="MLP neurons to keep per layer"),
-    heads: int = typer.Option(None, "--heads", help="query heads to keep per layer (multiple of kv heads)"),
-    layers: int = typer.Option(None, "--layers", help="decoder layers to keep"),
-    depth_metric: str = typer.Option("bi", "--depth-metric", help="bi (block importance) or drop-loss"),
-    aggregation: str = typer.Option("l2_mean", "--aggregation", help="batch_seq aggregation, e.g. l2_mean"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="write config.json only and print the parameter count"),
-    data: str = typer.Option("pydoc", "--data", help="text for on-the-fly analysis and perplexity"),
-    samples: int = typer.Option(32, "--samples", help="calibration samples (on-the-fly analysis)"),
-    eval_samples: int = typer.Option(8, "--eval-samples", help="held-out samples for perplexity"),
-    seq_len: int = typer.Option(256, "--seq-len"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="zero-shot perplexity before and after"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
-    random_init: bool = typer.Option(False, "--random-init", help="random teacher weights (shape/speed work)"),
-    seed: int = typer.Option(0, "--seed"),
-    force: bool = typer.Option(False, "--force", help="replace an existing --out directory"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle"),
-    download: bool = typer.Option(False, "--download"),
+    out: Annotated[str, typer.Option("--out", help="output model directory")],
+    model: Model = "smollm2-135m",
+    run: Annotated[str | None, typer.Option("--run", help="analysis run directory (default: analyse on the fly)")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="take the shape of a registry model (8B, 4B)")] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", help="embedding channels to keep")] = None,
+    ffn: Annotated[int | None, typer.Option("--ffn", help="MLP neurons to keep per layer")] = None,
+    heads: Annotated[int | None, typer.Option("--heads", help="query heads to keep per layer (multiple of kv heads)")] = None,
+    layers: Annotated[int | None, typer.Option("--layers", help="decoder layers to keep")] = None,
+    depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi (block importance) or drop-loss")] = "bi",
+    aggregation: Annotated[str, typer.Option("--aggregation", help="batch_seq aggregation, e.g. l2_mean")] = "l2_mean",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
+    data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
+    samples: Annotated[int, typer.Option("--samples", help="calibration samples (on-the-fly analysis)")] = 32,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out samples for perplexity")] = 8,
+    seq_len: SeqLen = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="samples per forward")] = 8,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="zero-shot perplexity before and after")] = True,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    random_init: Annotated[bool, typer.Option("--random-init", help="random teacher weights (shape/speed work)")] = False,
+    seed: Seed = 0,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out directory")] = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
 ):
     """Minitron-style structured pruning into a plain Hugging Face model directory."""
     from analysis.data import DataConfig
@@ -297,10 +308,9 @@ def prune(
 
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
-    load = _load_config(model, dtype, device, random_init, trust_remote_code, allow_pickle, download)
-    load.seed = seed
     cfg = PruneConfig(
-        load=load, target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
+        load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
+        target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
         run=run, depth_metric=depth_metric, aggregation=aggregation, evaluate=evaluate, batch_size=batch_size,
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
     )
@@ -309,11 +319,7 @@ def prune(
         export_config(config, out, recipe, force=force)
     else:
         pruned, tokenizer, recipe = run_prune(cfg, console=console)
-        export_model(pruned, tokenizer, out, recipe, force=force)
-    _print_prune_summary(recipe, out)
-
-
-def _print_prune_summary(recipe: dict, out: str) -> None:
+        export_model(pruned, tokenizer, out, recipe, force=force, finalize=_write_card)
     t = recipe["target"]
     console.print(f"{recipe['teacher']} ({recipe['teacher_params'] / 1e9:.3f}B) -> hidden {t['hidden']}, "
                   f"ffn {t['ffn']}, heads {t['heads']}, layers {t['layers']}")
@@ -325,50 +331,35 @@ def _print_prune_summary(recipe: dict, out: str) -> None:
 
 @app.command()
 def search(
-    model: str = typer.Option("15B", "--model", "-m", help=MODEL_HELP),
-    params: str = typer.Option("8B", "--params", help="parameter budget: 8B, 4B or a number (7.5e9)"),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="relative distance to the budget"),
-    rank_: bool = typer.Option(False, "--rank", help="rank by zero-shot loss after pruning (needs weights)"),
-    run: str = typer.Option(None, "--run", help="analysis run for --rank"),
-    aggregation: str = typer.Option("l2_mean", "--aggregation"),
-    depth_metric: str = typer.Option("bi", "--depth-metric"),
-    eval_samples: int = typer.Option(8, "--eval-samples"),
-    seq_len: int = typer.Option(256, "--seq-len"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "15B",
+    params: Annotated[str, typer.Option("--params", help="parameter budget: 8B, 4B or a number (7.5e9)")] = "8B",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="relative distance to the budget")] = 0.05,
+    rank_: Annotated[bool, typer.Option("--rank", help="rank by zero-shot loss after pruning (needs weights)")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="analysis run for --rank")] = None,
+    aggregation: Annotated[str, typer.Option("--aggregation")] = "l2_mean",
+    depth_metric: Annotated[str, typer.Option("--depth-metric")] = "bi",
+    eval_samples: Annotated[int, typer.Option("--eval-samples")] = 8,
+    seq_len: SeqLen = 256,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
 ):
     """Candidate architectures of the paper's search space within a parameter budget."""
     import dataclasses
 
+    from analysis.data import DataConfig
     from analysis.models.configs import from_hf_config
     from analysis.models.loading import load_model
-    from analysis.pruning.search import enumerate_candidates, parse_budget, space_for
+    from analysis.pruning.search import enumerate_candidates, parse_budget, rank_candidates, space_for
 
     budget = parse_budget(params)
-    load = _load_config(model, dtype, "meta", True)
+    load = _load(model, dtype, "meta", True)
     teacher = from_hf_config(load_model(load).model.config)
     candidates = enumerate_candidates(teacher, budget, space_for(budget), tolerance)
     losses = None
     if rank_ and candidates:
-        losses = _rank_candidates(dataclasses.replace(load, device=device, random_init=False), candidates,
-                                  run, aggregation, depth_metric, eval_samples, seq_len)
+        losses = rank_candidates(dataclasses.replace(load, device=device, random_init=False), candidates, run,
+                                 aggregation, depth_metric, DataConfig(seq_len=seq_len, eval_samples=eval_samples))
     _print_candidates(candidates, budget, losses)
-
-
-def _rank_candidates(load, candidates, run, aggregation, depth_metric, eval_samples, seq_len):
-    from analysis.data import DataConfig, build_splits
-    from analysis.importance.results import load_run
-    from analysis.models.loading import load_model
-    from analysis.pruning.plan import importance_from_run
-    from analysis.pruning.search import rank
-
-    if run is None:
-        raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")
-    loaded = load_model(load)
-    if loaded.tokenizer is None:
-        raise MinitronError(f"{load.model}: no tokenizer, cannot measure the zero-shot loss")
-    ids = build_splits(loaded.tokenizer, DataConfig(seq_len=seq_len, calib_samples=0, eval_samples=eval_samples)).eval
-    return rank(loaded.model, candidates, importance_from_run(load_run(run), aggregation, depth_metric), ids)
 
 
 def _print_candidates(candidates, budget: float, losses) -> None:
@@ -381,33 +372,43 @@ def _print_candidates(candidates, budget: float, losses) -> None:
         row = [str(n), str(c.arch.layers), str(c.arch.heads), f"{c.mlp_factor:g}", str(c.arch.hidden),
                str(c.arch.mlp), f"{c.params / 1e9:.3f}B", f"{c.delta(budget):+.1%}"]
         table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
-    Console(width=None if sys.stdout.isatty() else 180).print(table)
+    _wide().print(table)
     print(f"{len(candidates)} candidates")
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr and a non-zero exit."""
+def _click_exceptions():
+    """The exception module of the click that typer runs on (recent typer vendors its own copy)."""
     try:
-        code = app(standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run one command; user errors become one line on stderr. Returns the exit code."""
+    ce = _click_exceptions()
+    try:
+        code = app(args=argv, standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
+        return code if isinstance(code, int) else 0
     except MinitronError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted; rerun with --resume to continue")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
+        return 130
+    except ce.ClickException as exc:  # usage errors carry their own exit code
+        exc.show()
+        return exc.exit_code
+    except ce.Exit as exc:
+        return exc.exit_code
+    except ce.Abort:
+        return 1
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def main() -> None:
+    """Entry point (``python cli.py`` and the ``minitron-lab`` script)."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -149,16 +149,24 @@ def make_splits(stream: torch.Tensor, cfg: DataConfig, source_meta: dict | None 
     return Splits(calib=calib, eval=evals, meta=meta)
 
 
+def check_context(seq_len: int, max_positions: int | None) -> None:
+    """A window must fit the model's context."""
+    if max_positions is not None and seq_len > max_positions:
+        raise MinitronError(f"--seq-len {seq_len} is longer than the model's context ({max_positions} positions)")
+
+
+def read_stream(tokenizer, cfg: DataConfig) -> tuple[torch.Tensor, dict]:
+    """The source's token stream and what it was made from (source, characters, text hash)."""
+    text = corpus_text(cfg)
+    meta = {"source": cfg.source, "chars": len(text), "text_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    return tokenize(text, tokenizer), meta
+
+
 def build_splits(tokenizer, cfg: DataConfig, max_positions: int | None = None) -> Splits:
     """Read, tokenize and split a source for a model; checks the model's context length."""
-    if max_positions is not None and cfg.seq_len > max_positions:
-        raise MinitronError(
-            f"--seq-len {cfg.seq_len} is longer than the model's context ({max_positions} positions)"
-        )
-    text = corpus_text(cfg)
-    source_meta = {"source": cfg.source, "chars": len(text),
-                   "text_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
-    return make_splits(tokenize(text, tokenizer), cfg, source_meta)
+    check_context(cfg.seq_len, max_positions)
+    stream, meta = read_stream(tokenizer, cfg)
+    return make_splits(stream, cfg, meta)
 
 
 def random_splits(vocab: int, cfg: DataConfig, max_positions: int | None = None) -> Splits:
@@ -166,11 +174,7 @@ def random_splits(vocab: int, cfg: DataConfig, max_positions: int | None = None)
 
     The numbers measured on them say nothing about a model; the timings and memory are real.
     """
-    if max_positions is not None and cfg.seq_len > max_positions:
-        raise MinitronError(
-            f"--seq-len {cfg.seq_len} is longer than the model's context ({max_positions} positions)"
-        )
+    check_context(cfg.seq_len, max_positions)
     n = (cfg.calib_samples + cfg.eval_samples) * max(cfg.seq_len, 1)
     stream = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(cfg.seed))
-    return make_splits(stream, cfg, {"source": RANDOM_SOURCE, "chars": 0, "text_sha256": None,
-                                     "vocab": vocab})
+    return make_splits(stream, cfg, {"source": RANDOM_SOURCE, "chars": 0, "text_sha256": None, "vocab": vocab})

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from analysis.evaluation.loss import head_nll
 from analysis.importance.collect import Collector
-from analysis.importance.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass, head_nll
+from analysis.importance.sensitivity import drop_block_nll, drop_block_nll_naive, full_pass
 from analysis.models.loading import LoadConfig, load_model
 
 

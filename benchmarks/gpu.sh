@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of issue 7 in one run: < 8 minutes on one H100, random-init weights, no network.
+# Every GPU check in one run: < 8 minutes on one H100, random-init weights, no network.
 #
 #   bash benchmarks/gpu.sh            # results and logs in $OUT (default benchmarks/out), table last
 #

@@ -1,4 +1,4 @@
-"""The table that ends benchmarks/gpu.sh: bench and analyze results against issue 7's targets.
+"""The table that ends benchmarks/gpu.sh: bench and analyze results against the GPU targets.
 
     python benchmarks/gpu_table.py OUT_DIR [gpu|cpu]
 
@@ -72,7 +72,7 @@ def main() -> None:
     rows = bench_rows(bench, gpu) if bench else _failure(out, "bench")
     rows += analyze_rows(analyze, gpu) if analyze else _failure(out, "analyze")
     width = max(len(r[0]) for r in rows)
-    print(f"\n== issue 7 GPU checks ({'GPU' if gpu else 'DEGRADED CPU MODE: targets not checked'}) ==")
+    print(f"\n== GPU checks ({'GPU' if gpu else 'DEGRADED CPU MODE: targets not checked'}) ==")
     for name, value, verdict in rows:
         print(f"{name:<{width}}  {value}  {verdict}".rstrip())
 

@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -17,6 +15,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from analysis.core.errors import MinitronError
+from analysis.core.io import staged_files
 from analysis.models.registry import MODELS
 from cards import facts as F
 from cards.data import CardData
@@ -139,21 +138,12 @@ def to_html(markdown: str, card_dir: Path, title: str) -> str:
 def save(text: str, out_dir: str | Path, files: dict[str, Path] | None = None, name: str = "README.md") -> Path:
     """Write ``out_dir/name`` and ``files`` (relative name -> staged file) atomically.
 
-    Everything is staged in a temporary directory next to ``out_dir`` first; files then move into
-    place one rename each, so a failure before that leaves ``out_dir`` untouched.
+    Everything is staged next to ``out_dir`` first, then moves into place one rename per file, the
+    card last; other files in ``out_dir`` (a model's weights) stay.
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_files(out_dir, last=name) as stage:
         (stage / name).write_text(text, encoding="utf-8")
         for rel, src in (files or {}).items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / rel)
-        out.mkdir(parents=True, exist_ok=True)
-        for rel in [*(files or {}), name]:  # the card last: it only appears once its figures are there
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / rel, out / rel)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return out / name
+    return Path(out_dir) / name

@@ -38,10 +38,10 @@ def _heatmap(ax, grid: np.ndarray, title: str) -> None:
     ax.figure.colorbar(im, ax=ax, shrink=0.8, label="zero-shot LM loss")
 
 
+@style.house
 def aggregation_study(result: dict, axes=None) -> plt.Figure:
     """Zero-shot loss per batch x sequence aggregation: ours beside the paper's (Table 11); best in bold."""
     if axes is None:
-        style.apply()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     fig = axes[0].figure
     t = result["target"]
@@ -53,6 +53,7 @@ def aggregation_study(result: dict, axes=None) -> plt.Figure:
     return fig
 
 
+@style.house
 def pruning_axes(result: dict, ax=None):
     """Zero-shot and after-distillation loss per pruning axis, parameter counts under each bar."""
     fig, ax = style.new_axes(ax, figsize=(12, 5))
@@ -77,10 +78,10 @@ def pruning_axes(result: dict, ax=None):
     return fig
 
 
+@style.house
 def distill_vs_finetune(result: dict, axes=None) -> plt.Figure:
     """Held-out loss and KL to the teacher over training, distillation vs plain fine-tuning."""
     if axes is None:
-        style.apply()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     fig = axes[0].figure
     for i, (mode, evals) in enumerate(result["curves"].items()):
@@ -97,6 +98,7 @@ def distill_vs_finetune(result: dict, axes=None) -> plt.Figure:
     return fig
 
 
+@style.house
 def layer_drop_curves(result: dict, ax=None):
     """Loss increase when n contiguous layers are dropped, by first dropped layer (arXiv:2408.11796 Fig. 8)."""
     fig, ax = style.new_axes(ax)
@@ -113,6 +115,7 @@ def layer_drop_curves(result: dict, ax=None):
     return fig
 
 
+@style.house
 def pruning_methods(ax=None):
     """MMLU and HellaSwag of 8B-class models pruned by other methods vs Minitron 8B (paper data)."""
     fig, ax = style.new_axes(ax, figsize=(8, 4))

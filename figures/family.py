@@ -20,6 +20,7 @@ def _tokens(x, _pos) -> str:
     return f"{x / 1e12:g}T" if x >= 1e12 else f"{x / 1e9:g}B"
 
 
+@style.house
 def mmlu_vs_tokens(ax=None):
     """MMLU (5-shot) against training tokens, log x: the Minitron students need ~40x fewer tokens."""
     _, ax = style.new_axes(ax, figsize=(7.5, 4.8))
@@ -58,6 +59,7 @@ def benchmark_table() -> tuple[list[str], list[str], np.ndarray]:
     return models, labels, np.array(rows, dtype=float)
 
 
+@style.house
 def benchmark_comparison(ax=None):
     """Grouped bars: Nemotron-4 15B, Minitron 8B and 4B, and peers, on the paper's nine benchmarks."""
     models, labels, values = benchmark_table()
@@ -77,12 +79,12 @@ def benchmark_comparison(ax=None):
     return ax
 
 
+@style.house
 def family_architecture(axes=None) -> plt.Figure:
     """Widths (hidden, MLP, heads) and parameter counts of the family, computed from the registry."""
     specs = [get(a) for a in FAMILY]
     names = [s.display_name for s in specs]
     if axes is None:
-        style.apply()
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     fig = axes[0].figure
     widths = {"hidden (channels)": [s.arch.hidden for s in specs], "MLP (neurons)": [s.arch.mlp for s in specs],

@@ -7,9 +7,10 @@ import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
+from analysis.importance.metrics import spearman
 from analysis.importance.results import AGGREGATIONS
 from analysis.models.paper import width_targets
-from analysis.pruning.ranking import heads_kept, kept_overlap, spearman
+from analysis.pruning.ranking import heads_kept, kept_overlap
 from figures import style
 
 AGG_LABEL = {"mean": "mean", "l2": "L2", "var": "var"}
@@ -19,6 +20,7 @@ def _kv_heads(run) -> int:
     return int(run.metrics.get("architecture", {}).get("kv_heads") or 1)
 
 
+@style.house
 def head_heatmap(run, keep_per_group: int | None = None, ax=None):
     """Heatmap [layer x head] of head importance, outlining the heads a target keeps.
 
@@ -45,6 +47,7 @@ def head_heatmap(run, keep_per_group: int | None = None, ax=None):
     return ax
 
 
+@style.house
 def neuron_importance(run, ax=None):
     """Per-layer MLP neuron importance, each layer sorted descending, coloured by depth.
 
@@ -92,6 +95,7 @@ def _cut_lines(ax, axis: str, label: str, size: int | None = None):
         ax.axvline(x, color=style.color(3 + i), ls="--", lw=1.5, label=f"{name} target {label} {what}")
 
 
+@style.house
 def channel_importance(run, ax=None):
     """Network-wide embedding channel importance, sorted, with the 8B and 4B cut lines.
 
@@ -133,11 +137,11 @@ def aggregation_matrices(run, axis: str = "channels", keep: float | None = None)
     return labels, rho, overlap, k
 
 
+@style.house
 def aggregation_comparison(run, axis: str = "channels", keep: float | None = None, axes=None) -> plt.Figure:
     """Two heatmaps over the nine batch/sequence aggregations: rank correlation and kept-set overlap."""
     labels, rho, overlap, k = aggregation_matrices(run, axis, keep)
     if axes is None:
-        style.apply()
         fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), layout="constrained")
     fig = axes[0].figure
     n = len(run.tensors[axis].flatten())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.pruning.ranking import spearman
+from analysis.importance.metrics import spearman
 from figures import style
 
 
@@ -23,6 +23,7 @@ def _layer_panel(ax, values, title: str, ylabel: str, colour, baseline: float | 
     ax.set_xticks(x[:: max(1, len(x) // 16)])
 
 
+@style.house
 def layer_sensitivity(run, axes=None) -> plt.Figure:
     """Three panels per layer: eval loss with the layer dropped, Block Importance, angular distance.
 
@@ -33,7 +34,6 @@ def layer_sensitivity(run, axes=None) -> plt.Figure:
     drop, bi = t["drop_layer_loss"].numpy(), t["block_importance"].numpy()
     ang = t["angular.n1"].numpy() if "angular.n1" in t else None
     if axes is None:
-        style.apply()
         fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
     fig = axes[0].figure
     base = run.metrics.get("eval", {}).get("loss")
@@ -50,6 +50,7 @@ def layer_sensitivity(run, axes=None) -> plt.Figure:
     return fig
 
 
+@style.house
 def block_drop_curves(run, ax=None):
     """Eval loss when a contiguous block of n layers starting at each position is removed, per n.
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from analysis.core.errors import MinitronError
+from analysis.core.io import atomic_file
 from analysis.importance.results import RunResult, load_run
 from figures import family, importance, layers, style
 
@@ -38,20 +37,12 @@ FAMILY_FIGURES: dict[str, Callable] = {
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, name: str, formats=FORMATS) -> list[Path]:
-    """Save ``fig`` as ``out_dir/name.<fmt>`` for each format, each via a temporary file and a rename."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save ``fig`` as ``out_dir/name.<fmt>`` for each format, each written atomically."""
     written = []
     for fmt in formats:
-        target = out_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{fmt}")
-        os.close(fd)
-        try:
+        with atomic_file(Path(out_dir) / f"{name}.{fmt}") as tmp, style.styled():
             fig.savefig(tmp, format=fmt)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(target)
+        written.append(Path(out_dir) / f"{name}.{fmt}")
     return written
 
 
@@ -69,12 +60,11 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir else Path(run_dir) / "figures"
     written = []
-    with style.styled():
-        for name, fig in run_figures(run).items():
-            try:
-                written += save_figure(fig, out, name)
-            finally:
-                plt.close(fig)
+    for name, fig in run_figures(run).items():
+        try:
+            written += save_figure(fig, out, name)
+        finally:
+            plt.close(fig)
     if not written:
         raise MinitronError(f"{run_dir}: the run holds none of the tensors the figures need")
     return written
@@ -83,11 +73,10 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 def draw_family(out_dir: str | Path) -> list[Path]:
     """Draw the registry figures (MMLU vs tokens, benchmarks, architecture) into ``out_dir``."""
     written = []
-    with style.styled():
-        for name, draw in FAMILY_FIGURES.items():
-            fig = _figure(draw())
-            try:
-                written += save_figure(fig, Path(out_dir), name)
-            finally:
-                plt.close(fig)
+    for name, draw in FAMILY_FIGURES.items():
+        fig = _figure(draw())
+        try:
+            written += save_figure(fig, Path(out_dir), name)
+        finally:
+            plt.close(fig)
     return written

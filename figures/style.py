@@ -1,7 +1,12 @@
-"""One look for every figure: seaborn's colour-blind-safe palette, readable type, light grid."""
+"""One look for every figure: seaborn's colour-blind-safe palette, readable type, light grid.
+
+Plot functions are decorated with ``@house``: they draw inside ``styled()``, a ``plt.rc_context``, so
+the caller's global matplotlib settings are never changed. ``save_figure`` saves inside it too.
+"""
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 import matplotlib
@@ -13,7 +18,6 @@ import seaborn as sns
 
 PALETTE = sns.color_palette("colorblind")  # Okabe-Ito-like, safe for the common colour-vision deficiencies
 SEQUENTIAL = "mako_r"  # light = low, dark = high; perceptually uniform
-DIVERGING = "vlag"
 DPI = 150
 
 RC = {
@@ -24,17 +28,21 @@ RC = {
 }
 
 
-def apply() -> None:
-    """Set the house style globally (seaborn whitegrid, colour-blind palette)."""
-    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, rc=RC)
-
-
 @contextmanager
 def styled():
-    """Temporarily use the house style; restores the caller's rcParams afterwards."""
+    """Use the house style (seaborn whitegrid, colour-blind palette) inside the block only."""
     with plt.rc_context():
-        apply()
+        sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, rc=RC)
         yield
+
+
+def house(draw):
+    """Decorator: run a plot function inside ``styled()``."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with styled():
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def color(i: int):
@@ -46,7 +54,6 @@ def new_axes(ax=None, figsize=(7.0, 4.2)):
     """``ax`` and its figure, or a fresh figure with one Axes in the house style."""
     if ax is not None:
         return ax.figure, ax
-    apply()
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
 

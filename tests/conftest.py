@@ -1,41 +1,24 @@
-"""Shared fixtures: tiny random decoders built from configs, and the embedded default model."""
+"""Fixtures shared by every test package. Expensive ones (the embedded default, tiny model directories)
+are built once per session; helpers that are plain functions live in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
 import os
 
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
-from analysis.models.configs import to_hf_config
-from analysis.models.registry import Architecture
+from tests.helpers import FAMILIES, save_tiny_dir, tiny_model
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-TINY = {
-    "nemotron": Architecture(family="nemotron", layers=4, hidden=32, heads=4, kv_heads=2, head_dim=8, mlp=48,
-                             vocab=97, activation="relu2", norm="layernorm1p", rotary_fraction=0.5,
-                             max_positions=128, tied_embeddings=False),
-    "llama": Architecture(family="llama", layers=4, hidden=32, heads=4, kv_heads=2, head_dim=8, mlp=40,
-                          vocab=89, activation="silu", norm="rmsnorm", max_positions=128, tied_embeddings=True),
-}
 
-
-def tiny_model(family: str, seed: int = 0, **arch_changes) -> torch.nn.Module:
-    """A tiny random decoder in float32 whose norms are perturbed (so LayerNorm1P/RMSNorm weights matter)."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(to_hf_config(TINY[family].replace(**arch_changes)), dtype=torch.float32)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-@pytest.fixture(params=["nemotron", "llama"])
+@pytest.fixture(params=FAMILIES)
 def tiny(request) -> torch.nn.Module:
+    """A fresh tiny random decoder of each family (cheap: tests may change it)."""
     return tiny_model(request.param)
 
 
@@ -47,23 +30,20 @@ def smol():
     return load_model(LoadConfig(device="cpu"))
 
 
-def save_tiny_dir(path, family: str, seed: int = 0, **arch_changes):
-    """A tiny random model saved as a normal HF directory with the embedded default's tokenizer."""
-    from analysis.models.loading import LoadConfig, cache_root, load_model, save_safetensors  # noqa: F401 - cache populated by `smol`
-
-    model = tiny_model(family, seed=seed, vocab=49152, **arch_changes)
-    path.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(path)
-    save_safetensors(model, path)
-    load_model(LoadConfig(device="cpu")).tokenizer.save_pretrained(path)
-    return model
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory, smol) -> dict:
+    """family -> (directory, model): tiny random models with the default's tokenizer, saved once. Read-only."""
+    out = {}
+    for family in FAMILIES:
+        d = tmp_path_factory.mktemp(f"tiny-{family}")
+        out[family] = (d, save_tiny_dir(d, family, smol.tokenizer))
+    return out
 
 
-@pytest.fixture(params=["nemotron", "llama"])
-def tiny_dir(request, tmp_path_factory):
-    """(directory, model) of a tiny random model with a real tokenizer."""
-    d = tmp_path_factory.mktemp(f"tiny-{request.param}")
-    return d, save_tiny_dir(d, request.param)
+@pytest.fixture(params=FAMILIES)
+def tiny_dir(request, tiny_dirs):
+    """(directory, model) of each family's saved tiny model (shared: do not write into it)."""
+    return tiny_dirs[request.param]
 
 
 @pytest.fixture(scope="module")

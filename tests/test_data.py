@@ -1,3 +1,5 @@
+"""Text sources and the sampling protocol: disjoint deterministic splits, file formats, clear errors."""
+
 import json
 
 import pytest

@@ -23,8 +23,11 @@ from analysis.importance.pipeline import AnalysisConfig, run_analysis
 from analysis.importance.results import RunResult, load_run
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
 from analysis.models.registry import DEFAULT_MODEL
-from analysis.pruning.plan import PruneTarget
-from analysis.training.loop import DistillConfig, training_splits
+from analysis.models.saving import save_model_dir
+from analysis.pruning.plan import Importance, PruneTarget
+from analysis.pruning.surgery import prune_model
+from analysis.training.loop import DistillConfig
+from analysis.training.pipeline import training_splits
 
 
 @dataclass(frozen=True)
@@ -86,19 +89,10 @@ class Setup:
 
 def shrunk_model(model: str, target: PruneTarget, out: Path) -> Path:
     """``model`` cut to ``target`` (leading channels/heads/neurons/layers) as a HF directory; reused if present."""
-    from analysis.models.adapter import DecoderAdapter
-    from analysis.pruning.export import atomic_dir
-    from analysis.pruning.plan import Importance, plan_for
-    from analysis.pruning.surgery import build_pruned
-
     if (out / "config.json").exists():
         return out
     lm = load_model(LoadConfig(model=model, device="cpu"))
-    student, plan = plan_for(DecoderAdapter(lm.model).arch, target, Importance())
-    with atomic_dir(out, force=True) as tmp:
-        build_pruned(lm.model, student, plan).save_pretrained(tmp)
-        lm.tokenizer.save_pretrained(tmp)
-    return out
+    return save_model_dir(prune_model(lm.model, target, Importance()).model, out, lm.tokenizer)
 
 
 def _model_at(sc: Scale, runs: str | Path, model: str) -> str:

@@ -6,28 +6,26 @@ Sizes come from the caller (``analysis.experiments.setup.Scale``), so CI runs th
 seconds that the recorded results ran in minutes.
 
 Losses are mean next-token NLL in nats/token on held-out windows: tokens 1..T-1 of each window,
-scored from their in-window prefix (``analysis.pruning.pipeline.perplexity``; the same numbers as
-``analysis.training.loop.evaluate``). Parameter counts are of the built models (``param_count``).
+scored from their in-window prefix (``analysis.evaluation.loss``, which training's evaluation uses
+too). Parameter counts are of the built models (``param_count``).
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import time
 from dataclasses import asdict, replace
 
 import torch
 
+from analysis.evaluation.loss import heldout
 from analysis.importance.metrics import spearman
 from analysis.importance.results import AGGREGATIONS, DEFAULT_AGGREGATION
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.paper import AGGREGATION_LOSS
 from analysis.models.registry import Architecture
-from analysis.pruning.pipeline import perplexity
-from analysis.pruning.plan import PruneTarget, importance_from_run, plan_for
-from analysis.pruning.surgery import build_pruned
-from analysis.training.loop import DistillConfig, check_compatible, evaluate, make_optimizer, train_step
+from analysis.pruning import surgery
+from analysis.pruning.plan import PruneTarget, importance_from_run
+from analysis.training.loop import DistillConfig, Trainer
 
 # Pruning axis -> Architecture field, in the order a combined target shrinks them.
 AXIS_FIELDS = {"depth": "layers", "heads": "heads", "channels": "hidden", "mlp": "mlp"}
@@ -46,17 +44,10 @@ AXIS_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 # --- building blocks ----------------------------------------------------------------------------
-def eval_loss(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> float:
-    """Mean next-token NLL (nats/token) of ``model`` on windows ``ids`` [N, T]."""
-    return math.log(perplexity(model, ids, batch_size))
-
-
 def prune_model(model: torch.nn.Module, run, target: PruneTarget, aggregation: str = DEFAULT_AGGREGATION,
                 depth_metric: str = "bi") -> torch.nn.Module:
     """A pruned copy of ``model`` ranked by the run's ``aggregation`` scores (``model`` is untouched)."""
-    teacher = DecoderAdapter(model).arch
-    student, plan = plan_for(teacher, target, importance_from_run(run, aggregation, depth_metric))
-    return build_pruned(model, student, plan)
+    return surgery.prune_model(model, target, importance_from_run(run, aggregation, depth_metric)).model
 
 
 def fraction_target(teacher: Architecture, hidden: float = 1.0, mlp: float = 1.0, heads: float = 1.0) -> PruneTarget:
@@ -99,28 +90,17 @@ def matched_target(teacher: Architecture, axes: tuple[str, ...], fraction: float
 
 
 def train_in_memory(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig) -> dict:
-    """``analysis.training.loop``'s loop without checkpoints or export: held-out metrics before/after, history.
+    """The training loop without checkpoints or export: held-out metrics before/after, history.
 
     Experiments compare many short runs; writing a 0.5 GB model and optimizer state per run would
     cost more than the training. Evaluates every ``cfg.eval_every`` steps (0: before and after only).
     """
-    from analysis.models.loading import resolve_device
-
-    check_compatible(teacher, student)
-    device = resolve_device(cfg.device)
-    teacher.to(device).eval().requires_grad_(False)
-    student.to(device=device, dtype=torch.float32).train()
-    eval_ids = eval_ids[: cfg.eval_samples]
-    opt, sched = make_optimizer(student, cfg)
-    evals = [{"step": 0, **evaluate(student, teacher, eval_ids, cfg, device)}]
-    history, t0 = [], time.perf_counter()
-    for step in range(cfg.steps):
-        history.append(train_step(step, student, teacher, train_ids, opt, sched, cfg, device))
-        if step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
-            evals.append({"step": step + 1, **evaluate(student, teacher, eval_ids, cfg, device)})
+    trainer = Trainer(teacher, student, train_ids, eval_ids, cfg)
+    trainer.run()
     student.eval()
-    return {"mode": cfg.mode, "before": evals[0], "after": evals[-1], "evals": evals, "history": history,
-            "train_s": time.perf_counter() - t0}
+    st = trainer.state
+    return {"mode": cfg.mode, "before": st.evals[0], "after": st.evals[-1], "evals": st.evals, "history": st.history,
+            "train_s": st.elapsed_s}
 
 
 # --- the experiments ----------------------------------------------------------------------------
@@ -136,14 +116,14 @@ def aggregation_study(model, run, target: PruneTarget, eval_ids: torch.Tensor, b
         for s in AGGREGATIONS:
             pruned = prune_model(model, run, target, aggregation=f"{b}_{s}")
             paper = AGGREGATION_LOSS[(b, s)]
-            rows.append({"aggregation": f"{b}_{s}", "batch": b, "seq": s, "loss": eval_loss(pruned, eval_ids, batch_size),
+            rows.append({"aggregation": f"{b}_{s}", "batch": b, "seq": s, "loss": heldout(pruned, eval_ids, batch_size).loss,
                          "params": param_count(pruned), "paper_loss_8t": paper[0], "paper_loss_wikitext": paper[1]})
             del pruned
     for key, rank_key in (("loss", "rank"), ("paper_loss_8t", "paper_rank")):
         for r, row in enumerate(sorted(rows, key=lambda x: x[key]), 1):
             row[rank_key] = r
     ours, paper = (torch.tensor([row[k] for row in rows]) for k in ("loss", "paper_loss_8t"))
-    return {"rows": rows, "teacher_loss": eval_loss(model, eval_ids, batch_size), "target": target.to_json(),
+    return {"rows": rows, "teacher_loss": heldout(model, eval_ids, batch_size).loss, "target": target.to_json(),
             "teacher_params": param_count(model), "eval_tokens": eval_ids.shape[0] * (eval_ids.shape[1] - 1),
             "spearman_vs_paper": spearman(ours, paper)}
 
@@ -165,7 +145,7 @@ def pruning_axes(model, run, eval_ids: torch.Tensor, train_ids: torch.Tensor | N
         row = {"variant": name, "axes": "+".join(axes), "depth_metric": depth_metric if "depth" in axes else None,
                **target.to_json(), "params": param_count(student)}
         if train_ids is None:
-            row["zero_shot_loss"] = eval_loss(student, eval_ids[: cfg.eval_samples], batch_size)
+            row["zero_shot_loss"] = heldout(student, eval_ids[: cfg.eval_samples], batch_size).loss
         else:
             res = train_in_memory(model, student, train_ids, eval_ids, cfg)
             row |= {"zero_shot_loss": res["before"]["loss"], "distilled_loss": res["after"]["loss"],
@@ -173,7 +153,7 @@ def pruning_axes(model, run, eval_ids: torch.Tensor, train_ids: torch.Tensor | N
         rows.append(row)
         del student
     return {"rows": rows, "fraction": fraction, "teacher_params": param_count(model),
-            "teacher_loss": eval_loss(model, eval_ids[: cfg.eval_samples], batch_size),
+            "teacher_loss": heldout(model, eval_ids[: cfg.eval_samples], batch_size).loss,
             "train": None if train_ids is None else asdict(cfg)}
 
 

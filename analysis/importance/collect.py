@@ -24,7 +24,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from analysis.importance.results import AGGREGATIONS
 from analysis.importance.stats import BatchAggregator, MeanStat, seq_reduce
@@ -33,11 +32,6 @@ from analysis.models.adapter import DecoderAdapter
 
 def _output(out):
     return out[0] if isinstance(out, tuple) else out
-
-
-def pairwise_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-token cosine between two residual states (B, T, D) -> (B, T), float32."""
-    return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
 
 
 class Collector:
@@ -85,7 +79,7 @@ class Collector:
         """Residual state at boundary j: cosines against the states n boundaries back.
 
         The ring keeps (state, per-token norm) so each state's norm is computed once, not once
-        per block size; cos = <a, b> / max(|a| |b|, eps), as ``pairwise_cos``.
+        per block size; cos = <a, b> / max(|a| |b|, 1e-8), in float32.
         """
         xf = x.float()
         norm = torch.linalg.vector_norm(xf, dim=-1)  # (B, T)
@@ -132,8 +126,6 @@ class Collector:
             self._ring.clear()
 
     # --- accumulation ------------------------------------------------------------------------
-    FORMAT = 2  # state_dict layout: stacked aggregators per kind (1: one per site)
-
     def _sites(self, kind: str) -> list[str]:
         if kind == "channels":
             return [f"channels.{i}.{p}" for i in range(self.L) for p in "am"]
@@ -180,24 +172,24 @@ class Collector:
             out[f"angular.n{n}"] = self.angle[n].finalize()
         return out
 
-    def state_dict(self) -> dict:
-        return {"format": self.FORMAT, "agg": {k: v.state_dict() for k, v in self.agg.items()},
-                "cos": {n: v.state_dict() for n, v in self.cos.items()},
-                "angle": {n: v.state_dict() for n, v in self.angle.items()}}
+    def _stats(self) -> dict:
+        """Every running statistic by name: agg.<kind>, cos.<n>, angle.<n>."""
+        return ({f"agg.{k}": v for k, v in self.agg.items()} | {f"cos.{n}": v for n, v in self.cos.items()}
+                | {f"angle.{n}": v for n, v in self.angle.items()})
 
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != self.FORMAT:
-            raise ValueError(f"collector state format {state.get('format')} != {self.FORMAT}")
-        for k, v in self.agg.items():
-            v.load_state_dict(state["agg"][k])
-        for n in self.block_sizes:
-            self.cos[n].load_state_dict(state["cos"][n])
-            self.angle[n].load_state_dict(state["angle"][n])
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every running statistic as flat names -> tensors (checkpoints as safetensors, rank merging)."""
+        return {f"{name}.{field}": t for name, stat in self._stats().items() for field, t in stat.state().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore ``state()``; a state of another shape or other block sizes is refused."""
+        if set(state) != set(self.state()):
+            raise ValueError("collector state does not match this model and these block sizes")
+        for name, stat in self._stats().items():
+            stat.load_state({field: state[f"{name}.{field}"].to(self.device) for field in stat.state()})
 
     def merge(self, other: Collector) -> None:
         """Fold another collector in (another rank's share of the batches); as if one stream."""
-        for k, v in self.agg.items():
-            v.merge(other.agg[k])
-        for n in self.block_sizes:
-            self.cos[n].merge(other.cos[n])
-            self.angle[n].merge(other.angle[n])
+        theirs = other._stats()
+        for name, stat in self._stats().items():
+            stat.merge(theirs[name])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -31,8 +29,3 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = (ra.square().sum() * rb.square().sum()).sqrt()
     return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
-
-
-def perplexity(nll_sum: float, tokens: int) -> float:
-    """exp(mean negative log-likelihood per scored token)."""
-    return math.exp(nll_sum / tokens)

@@ -4,22 +4,22 @@ Phase 1 streams the calibration split through the model once with hooks that acc
 importance statistics and layer-boundary cosines. Phase 2 scores the held-out split with the
 full model and, reusing each batch's boundary states, with every contiguous block of n layers
 removed. Results are cached by a key of (model fingerprint, data hashes, config); an interrupted
-run keeps a checkpoint after every batch and continues with ``resume=True``.
+run keeps a checkpoint (JSON progress + safetensors statistics, never a pickle) and continues with
+``resume=True``.
 
 Under torchrun (WORLD_SIZE > 1) each rank takes every N-th batch of both phases and the
-statistics are merged in rank order (analysis/distributed.py); only rank 0 writes. With
+statistics are merged in rank order (``analysis.core.distributed``); only rank 0 writes. With
 ``batch_size="auto"`` the largest batch that fits (GPU) or the fastest one (CPU) is found by
-probing an eager calibration and evaluation step (analysis/perf.py).
+probing an eager calibration and evaluation step (``analysis.core.perf``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -28,14 +28,16 @@ from tqdm.auto import tqdm
 from analysis.core import distributed as dd
 from analysis.core.errors import MinitronError
 from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
+from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
+from analysis.evaluation.loss import PROTOCOL
 from analysis.importance import sensitivity as sens
+from analysis.importance.checkpoint import Checkpoint, Progress
 from analysis.importance.collect import Collector
-from analysis.importance.report import build_metrics, depth_tensors, print_summary
+from analysis.importance.metrics import spearman
+from analysis.importance.report import depth_tensors, layer_table, print_summary
 from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
 from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
-
-CHECKPOINT_EVERY_S = 30.0
 
 
 @dataclass
@@ -70,52 +72,18 @@ def run_key(cfg: AnalysisConfig, lm: LoadedModel, splits: Splits) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _splits_for(lm: LoadedModel, data: DataConfig) -> tuple[Splits, str | None]:
+def splits_for(lm: LoadedModel, data: DataConfig) -> tuple[Splits, str | None]:
     """Calibration and evaluation token ids, and which tokenizer made them (None: the model's own)."""
     max_pos = getattr(lm.model.config, "max_position_embeddings", None)
     if data.source == RANDOM_SOURCE:
         return random_splits(lm.model.config.vocab_size, data, max_pos), "none (random token ids)"
-    tokenizer, borrowed = _tokenizer_for(lm)
-    return build_splits(tokenizer, data, max_pos), borrowed
-
-
-def _tokenizer_for(lm: LoadedModel):
-    """Random-init models have no tokenizer: borrow the embedded default's (ids stay in range)."""
     if lm.tokenizer is not None:
-        return lm.tokenizer, None
-    vocab = lm.model.config.vocab_size
-    tok = default_tokenizer()
-    if len(tok) > vocab:
-        raise MinitronError(f"{lm.name} has no tokenizer and a vocabulary ({vocab}) smaller than the default's")
-    return tok, "smollm2-135m (borrowed: random-init model has none)"
-
-
-def _batches(ids: torch.Tensor, size: int):
-    return [ids[s:s + size] for s in range(0, ids.shape[0], size)]
-
-
-class _Checkpoint:
-    """Partial state of a run, saved atomically next to the run directory (one file per rank)."""
-
-    def __init__(self, run_dir: Path, d: dd.Dist):
-        rank = f".rank{d.rank}" if d.enabled else ""
-        self.path = run_dir.parent / f".{run_dir.name}.partial{rank}.pt"
-        self.last = time.monotonic()
-
-    def load(self) -> dict | None:
-        return torch.load(self.path, weights_only=False) if self.path.exists() else None
-
-    def save(self, state: dict, force: bool = False) -> None:
-        if not force and time.monotonic() - self.last < CHECKPOINT_EVERY_S:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
-        self.last = time.monotonic()
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        return build_splits(lm.tokenizer, data, max_pos), None
+    tok = default_tokenizer()  # random-init models have none: borrow the embedded default's
+    if len(tok) > lm.model.config.vocab_size:
+        raise MinitronError(f"{lm.name} has no tokenizer and a vocabulary ({lm.model.config.vocab_size}) "
+                            "smaller than the default's")
+    return build_splits(tok, data, max_pos), "smollm2-135m (borrowed: random-init model has none)"
 
 
 def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, evaluate: bool):
@@ -145,98 +113,186 @@ def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, 
     return probe
 
 
-def _resolve_batch_size(cfg: AnalysisConfig, ad, splits: Splits, device, d: dd.Dist) -> int:
-    """The configured batch size, or the auto-tuned one (the smallest over ranks, so shards match)."""
-    bs = parse_batch_size(cfg.batch_size)
-    if bs != "auto":
-        return bs
-    limit = max(splits.calib.shape[0], splits.eval.shape[0], 1)
-    probe = analysis_probe(ad, device, splits.calib.shape[1], cfg.block_sizes, cfg.pre_activation,
-                           evaluate=splits.eval.shape[0] > 0 and cfg.sensitivity)
-    return min(dd.gather(auto_batch_size(probe, device, limit, cfg.max_batch_size), d))
+def _batches(ids: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [ids[s:s + size] for s in range(0, ids.shape[0], size)]
 
 
-def _calibrate(cfg, ad, collector, batches, state, ckpt, stop_after, device, d):
-    """Phase 1: one forward per batch with the importance hooks; fixed shapes when compiled."""
-    bs = state["batch_size"]
-    use_compile = cfg.compile if cfg.compile is not None else (device.type == "cuda" and not cfg.load.device_map)
-    forward = torch.compile(ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile else ad.backbone
-    with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
-        for b in tqdm(range(state["calib_done"], len(batches)), desc="calibration", unit="batch",
-                      initial=state["calib_done"], total=len(batches), disable=not d.is_main):
-            ids = batches[b].to(device)
-            valid = ids.shape[0]
-            if use_compile and valid < bs:  # fixed shapes: pad, then mask the padding out
-                ids = torch.cat([ids, ids[:1].expand(bs - valid, -1)])
-            collector.seq_len = ids.shape[1]
-            forward(input_ids=ids, use_cache=False)
-            collector.fold(valid)
-            state["calib_done"] = b + 1
-            _maybe_stop(state, ckpt, collector, stop_after)
-    if use_compile:
-        state["compile"] = {"backend": cfg.compile_backend, "graphs": counts.graphs,
-                            "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
+class AnalysisRun:
+    """One analyze job in one process: calibrate, evaluate, merge ranks, write."""
 
+    def __init__(self, cfg: AnalysisConfig, lm: LoadedModel, splits: Splits, key: str, run_dir: Path,
+                 d: dd.Dist, tokenizer_note: str | None = None):
+        self.cfg, self.lm, self.splits, self.key, self.run_dir, self.d = cfg, lm, splits, key, run_dir, d
+        self.tokenizer_note = tokenizer_note  # which tokenizer cut the splits when not the model's own
+        self.ad, self.device = lm.adapter, next(lm.model.parameters()).device
+        self.collector = Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device)
+        self.ckpt = Checkpoint(run_dir, d)
+        self.stop_after: int | None = None  # tests: raise RunInterrupted after this many batches
+        self.progress: Progress | None = None
 
-def _evaluate(cfg, ad, sizes, batches, state, ckpt, collector, stop_after, device, d):
-    """Phase 2: full-model NLL and drop-block NLL per held-out batch, prefix reused."""
-    combos = [(n, s) for n in (sizes if cfg.sensitivity else ()) for s in range(ad.num_layers - n + 1)]
-    bar = tqdm(total=len(batches) * (1 + len(combos)), desc="eval + sensitivity", unit="pass",
-               initial=state["eval_done"] * (1 + len(combos)), disable=not d.is_main)
-    for n in sizes if cfg.sensitivity else ():  # every rank reports every size, even with no batch
-        state["nll_drop"].setdefault(n, [0.0] * (ad.num_layers - n + 1))
-    for b in range(state["eval_done"], len(batches)):
-        ids = batches[b].to(device)
+    def start(self, resume: bool) -> None:
+        """Resume from the checkpoint if asked and it matches, else start fresh (resolving the batch size)."""
+        self.progress = self.ckpt.load(self.key, self.collector) if resume else None
+        if self.progress is None:  # a resumed run keeps the size its batches were cut with
+            self.progress = Progress(key=self.key, batch_size=self._batch_size())
+
+    def _batch_size(self) -> int:
+        """The configured batch size, or the auto-tuned one (the smallest over ranks, so shards match)."""
+        bs = parse_batch_size(self.cfg.batch_size)
+        if bs != "auto":
+            return bs
+        splits = self.splits
+        limit = max(splits.calib.shape[0], splits.eval.shape[0], 1)
+        probe = analysis_probe(self.ad, self.device, splits.calib.shape[1], self.cfg.block_sizes,
+                               self.cfg.pre_activation, evaluate=splits.eval.shape[0] > 0 and self.cfg.sensitivity)
+        return min(dd.gather(auto_batch_size(probe, self.device, limit, self.cfg.max_batch_size), self.d))
+
+    def _compiled(self) -> bool:
+        if self.cfg.compile is not None:
+            return self.cfg.compile
+        return self.device.type == "cuda" and not self.cfg.load.device_map
+
+    def calibrate(self) -> None:
+        """Phase 1: one forward per batch with the importance hooks; fixed shapes when compiled."""
+        p, cfg, collector = self.progress, self.cfg, self.collector
+        batches = dd.shard(_batches(self.splits.calib, p.batch_size), self.d)
+        use_compile = self._compiled()
+        forward = torch.compile(self.ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile \
+            else self.ad.backbone
         t0 = time.perf_counter()
-        nll, states = sens.full_pass(ad, ids)
-        state["nll_full"] += float(nll)
-        state["eval_tokens"] += ids.shape[0] * (ids.shape[1] - 1)
-        state["eval_s"] += time.perf_counter() - t0
-        bar.update()
-        t0 = time.perf_counter()
-        for n, s in combos:
-            state["nll_drop"][n][s] += float(sens.drop_block_nll(ad, states, ids, s, n))
+        with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
+            for b in tqdm(range(p.calib_done, len(batches)), desc="calibration", unit="batch",
+                          initial=p.calib_done, total=len(batches), disable=not self.d.is_main):
+                ids = batches[b].to(self.device)
+                valid = ids.shape[0]
+                if use_compile and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
+                    ids = torch.cat([ids, ids[:1].expand(p.batch_size - valid, -1)])
+                collector.seq_len = ids.shape[1]
+                forward(input_ids=ids, use_cache=False)
+                collector.fold(valid)
+                p.calib_done = b + 1
+                self._batch_done()
+        p.calib_s += time.perf_counter() - t0
+        if use_compile:
+            p.compile = {"backend": cfg.compile_backend, "graphs": counts.graphs,
+                         "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
+
+    def evaluate(self) -> None:
+        """Phase 2: full-model NLL and drop-block NLL per held-out batch, prefix reused."""
+        p, ad, L = self.progress, self.ad, self.ad.num_layers
+        sizes = self.collector.block_sizes if self.cfg.sensitivity else ()
+        batches = dd.shard(_batches(self.splits.eval, p.batch_size), self.d)
+        combos = [(n, s) for n in sizes for s in range(L - n + 1)]
+        bar = tqdm(total=len(batches) * (1 + len(combos)), desc="eval + sensitivity", unit="pass",
+                   initial=p.eval_done * (1 + len(combos)), disable=not self.d.is_main)
+        for n in sizes:  # every rank reports every size, even with no batch
+            p.nll_drop.setdefault(n, [0.0] * (L - n + 1))
+        for b in range(p.eval_done, len(batches)):
+            ids = batches[b].to(self.device)
+            t0 = time.perf_counter()
+            nll, states = sens.full_pass(ad, ids)
+            p.nll_full += float(nll)
+            p.eval_tokens += ids.shape[0] * (ids.shape[1] - 1)
+            p.eval_s += time.perf_counter() - t0
             bar.update()
-        state["sensitivity_s"] += time.perf_counter() - t0
-        del states
-        state["eval_done"] = b + 1
-        _maybe_stop(state, ckpt, collector, stop_after)
-    bar.close()
+            t0 = time.perf_counter()
+            for n, s in combos:
+                p.nll_drop[n][s] += float(sens.drop_block_nll(ad, states, ids, s, n))
+                bar.update()
+            p.sensitivity_s += time.perf_counter() - t0
+            del states
+            p.eval_done = b + 1
+            self._batch_done()
+        bar.close()
 
+    def _batch_done(self) -> None:
+        """Checkpoint (at most every CHECKPOINT_EVERY_S) and honour ``stop_after``."""
+        p = self.progress
+        p.batches_done += 1
+        stop = self.stop_after is not None and p.batches_done >= self.stop_after
+        self.ckpt.save(p, self.collector, force=stop)
+        if stop:
+            raise RunInterrupted(f"interrupted after {p.batches_done} batches; rerun with --resume")
 
-def _maybe_stop(state, ckpt, collector, stop_after):
-    state["collector"] = collector.state_dict()
-    state["batches_done"] = state.get("batches_done", 0) + 1
-    stop = stop_after is not None and state["batches_done"] >= stop_after
-    ckpt.save(state, force=stop)
-    if stop:
-        raise RunInterrupted(f"interrupted after {state['batches_done']} batches; rerun with --resume")
+    def merge_ranks(self) -> None:
+        """Every rank's statistics merged in rank order; sums for NLL and tokens, max for wall times."""
+        if not self.d.enabled:
+            return
+        p = self.progress
+        part = {k: getattr(p, k) for k in ("nll_full", "eval_tokens", "nll_drop", "calib_s", "eval_s",
+                                           "sensitivity_s")}
+        ranks = dd.gather({"statistics": self.collector.state(), "progress": part}, self.d)
+        merged = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+        p.nll_full, p.eval_tokens = 0.0, 0
+        p.nll_drop = {n: [0.0] * len(v) for n, v in p.nll_drop.items()}
+        for r in ranks:  # fixed rank order: the same float result on every rank and every run
+            one = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+            one.load_state(r["statistics"])
+            merged.merge(one)
+            p.nll_full += r["progress"]["nll_full"]
+            p.eval_tokens += r["progress"]["eval_tokens"]
+            for n, losses in r["progress"]["nll_drop"].items():
+                p.nll_drop[n] = [a + b for a, b in zip(p.nll_drop[n], losses)]
+        for k in ("calib_s", "eval_s", "sensitivity_s"):
+            setattr(p, k, max(r["progress"][k] for r in ranks))
+        self.collector = merged
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of ``importance.safetensors`` (names in ``analysis.importance.results``)."""
+        t = self.collector.finalize()
+        t |= depth_tensors(t, self.progress.nll_drop, self.progress.eval_tokens, self.collector.block_sizes)
+        for axis in ("heads", "neurons", "channels", "channels.per_norm"):  # default-aggregation aliases
+            t[axis] = t[f"{axis}.{DEFAULT_AGGREGATION}"]
+        return t
 
-def _merge_ranks(collector: Collector, state: dict, d: dd.Dist) -> tuple[Collector, dict]:
-    """Every rank's statistics merged in rank order; sums for NLL and tokens, max for wall times."""
-    if not d.enabled:
-        return collector, state
-    part = {k: state[k] for k in ("nll_full", "eval_tokens", "nll_drop", "calib_s", "eval_s", "sensitivity_s")}
-    ranks = dd.gather({"collector": collector.state_dict(), "state": part}, d)
-    merged = Collector(collector.ad, collector.block_sizes, collector.pre_activation, device=collector.device)
-    out = dict(state, nll_full=0.0, eval_tokens=0, nll_drop={n: [0.0] * len(v) for n, v in state["nll_drop"].items()})
-    for r in ranks:  # fixed rank order: the same float result on every rank and every run
-        one = Collector(collector.ad, collector.block_sizes, collector.pre_activation, device=collector.device)
-        one.load_state_dict(r["collector"])
-        merged.merge(one)
-        out["nll_full"] += r["state"]["nll_full"]
-        out["eval_tokens"] += r["state"]["eval_tokens"]
-        for n, losses in r["state"]["nll_drop"].items():
-            out["nll_drop"][n] = [a + b for a, b in zip(out["nll_drop"][n], losses)]
-    for k in ("calib_s", "eval_s", "sensitivity_s"):
-        out[k] = max(r["state"][k] for r in ranks)
-    return merged, out
+    def metrics(self, t: dict[str, torch.Tensor], timings: dict) -> dict:
+        """The metrics.json document (schema in the README and ``analysis.importance.results``)."""
+        p, cfg, lm, splits = self.progress, self.cfg, self.lm, self.splits
+        tokens = max(p.eval_tokens, 1)
+        loss = p.nll_full / tokens
+        blocks = {}
+        for n in self.collector.block_sizes:
+            entry = {"start": list(range(len(t[f"angular.n{n}"]))), "angular": t[f"angular.n{n}"].tolist()}
+            if f"drop_block_loss.n{n}" in t:
+                entry["loss"] = t[f"drop_block_loss.n{n}"].tolist()
+            blocks[str(n)] = entry
+        agreement = {}
+        if "drop_layer_loss" in t:
+            agreement["spearman_bi_vs_drop_loss"] = spearman(t["block_importance"], t["drop_layer_loss"])
+        model = {k: lm.provenance.get(k) for k in ("name", "ref", "kind", "hf_id", "weights_fingerprint", "params",
+                                                     "dtype", "device")}
+        return {
+            "run_id": self.key, "created": now(), "model": model,
+            "architecture": asdict(self.ad.arch),
+            "data": splits.meta | {"tokenizer": self.tokenizer_note or "model's own"},
+            "config": {"batch_size": cfg.batch_size, "block_sizes": list(self.collector.block_sizes),
+                       "pre_activation": cfg.pre_activation, "compile": cfg.compile, "sensitivity": cfg.sensitivity,
+                       "aggregation_default": DEFAULT_AGGREGATION, "load": asdict(cfg.load), "data": asdict(cfg.data)},
+            "eval": {"loss": loss, "perplexity": math.exp(loss),
+                     "tokens_scored": p.eval_tokens, "protocol": PROTOCOL},
+            "layers": layer_table(t, loss),
+            "blocks": blocks,
+            "rank_agreement": agreement,
+            "timings": timings | {"calibration_tokens_per_s": splits.calib.numel() / max(timings["calibration_s"], 1e-9)},
+            "versions": versions(),
+        }
 
-
-def _fresh_state(key: str) -> dict:
-    return {"key": key, "calib_done": 0, "eval_done": 0, "nll_full": 0.0, "eval_tokens": 0, "nll_drop": {},
-            "calib_s": 0.0, "eval_s": 0.0, "sensitivity_s": 0.0}
+    def write(self, t_start: float, t_load: float, console=None) -> None:
+        """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""
+        p = self.progress
+        if self.d.is_main:
+            timings = {"load_s": t_load, "calibration_s": p.calib_s, "eval_s": p.eval_s,
+                       "sensitivity_s": p.sensitivity_s, "total_s": time.perf_counter() - t_start,
+                       "world_size": self.d.world, "batch_size": p.batch_size}
+            if p.compile is not None:
+                timings["compile"] = p.compile
+            t = self.tensors()
+            metrics = self.metrics(t, timings)
+            write_run(self.run_dir, t, metrics)
+            if console:
+                print_summary(metrics, console)
+        dd.barrier(self.d)
+        self.ckpt.clear()
 
 
 def _place(cfg: AnalysisConfig, d: dd.Dist) -> AnalysisConfig:
@@ -261,84 +317,27 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path | None = None, force: bool
         dd.teardown(d)
 
 
+def _cached(run_dir: Path, key: str) -> bool:
+    return (run_dir / METRICS).exists() and json.loads((run_dir / METRICS).read_text()).get("run_id") == key
+
+
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     t_start = time.perf_counter()
     lm = load_model(cfg.load)
     t_load = time.perf_counter() - t_start
     parse_batch_size(cfg.batch_size)  # fail fast on a bad value, before any data work
-    splits, borrowed = _splits_for(lm, cfg.data)
+    splits, tokenizer_note = splits_for(lm, cfg.data)
     key = run_key(cfg, lm, splits)
     run_dir = Path(out) if out else Path("runs") / lm.name / key
-    if (run_dir / METRICS).exists() and not force:
-        cached = json.loads((run_dir / METRICS).read_text())
-        if cached.get("run_id") == key:
-            if console:
-                console.print(f"cached result for this configuration (use --force to recompute): {run_dir}")
-            return run_dir
-    ad, device = lm.adapter, next(lm.model.parameters()).device
-    collector = Collector(ad, cfg.block_sizes, cfg.pre_activation, device=device)
-    ckpt = _Checkpoint(run_dir, d)
-    state = ckpt.load() if resume else None
-    if state is None or state.get("key") != key or state["collector"].get("format") != Collector.FORMAT:
-        state = _fresh_state(key)
-    else:
-        collector.load_state_dict(state["collector"])
-    if "batch_size" not in state:  # a resumed run keeps the size its batches were cut with
-        state["batch_size"] = _resolve_batch_size(cfg, ad, splits, device, d)
-    bs = state["batch_size"]
-    t0 = time.perf_counter()
-    _calibrate(cfg, ad, collector, dd.shard(_batches(splits.calib, bs), d), state, ckpt, stop_after, device, d)
-    state["calib_s"] += time.perf_counter() - t0
-    _evaluate(cfg, ad, collector.block_sizes, dd.shard(_batches(splits.eval, bs), d), state, ckpt, collector,
-              stop_after, device, d)
-    collector, state = _merge_ranks(collector, state, d)
-    timings = {"load_s": t_load, "calibration_s": state["calib_s"], "eval_s": state["eval_s"],
-               "sensitivity_s": state["sensitivity_s"], "total_s": time.perf_counter() - t_start}
-    _write(cfg, lm, splits, key, run_dir, collector, state, timings, borrowed, console, d)
-    ckpt.clear()
-    return run_dir
-
-
-def _write(cfg, lm, splits, key, run_dir, collector, state, timings, borrowed, console, d: dd.Dist) -> None:
-    """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""
-    sizes = collector.block_sizes
-    if d.is_main:
-        tensors = collector.finalize()
-        tensors |= depth_tensors(tensors, state, sizes, lm.adapter.num_layers)
-        tensors = _name_defaults(tensors)
-        timings |= {"world_size": d.world, "batch_size": state["batch_size"]}
-        if "compile" in state:
-            timings["compile"] = state["compile"]
-        metrics = build_metrics(key, lm, splits, cfg, state, tensors, sizes, timings, borrowed)
-        write_run(run_dir, tensors, metrics)
+    if not force and _cached(run_dir, key):
         if console:
-            print_summary(metrics, console)
-    dd.barrier(d)
-
-
-def _name_defaults(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the default-aggregation aliases ``heads``, ``neurons``, ``channels``, ``channels.per_norm``."""
-    for axis in ("heads", "neurons", "channels", "channels.per_norm"):
-        t[axis] = t[f"{axis}.{DEFAULT_AGGREGATION}"]
-    return t
-
-
-def versions() -> dict[str, str]:
-    import transformers
-
-    try:
-        from importlib.metadata import version
-
-        ours = version("minitron-lab")
-    except Exception:  # noqa: BLE001 - running from a checkout without install
-        ours = "0.1.0+checkout"
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "minitron_lab": ours}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def config_dict(cfg: AnalysisConfig) -> dict:
-    return asdict(cfg)
+            console.print(f"cached result for this configuration (use --force to recompute): {run_dir}")
+        return run_dir
+    run = AnalysisRun(cfg, lm, splits, key, run_dir, d, tokenizer_note)
+    run.stop_after = stop_after
+    run.start(resume)
+    run.calibrate()
+    run.evaluate()
+    run.merge_ranks()
+    run.write(t_start, t_load, console)
+    return run_dir

@@ -15,14 +15,13 @@ Writes are atomic: a temporary directory renamed into place.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from analysis.core.errors import MinitronError
-from analysis.core.io import atomic_dir
+from analysis.core.io import atomic_dir, write_json
 
 TENSORS = "importance.safetensors"
 METRICS = "metrics.json"
@@ -48,16 +47,14 @@ class RunResult:
         return self.tensors[key]
 
 
-def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict, extra: dict[str, Path] | None = None) -> Path:
+def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict) -> Path:
     """Write a run directory atomically (temp dir in the same parent, then rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     with atomic_dir(path) as tmp:
         save_file({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
-        (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=_jsonable))
-        for name, src in (extra or {}).items():
-            shutil.copy(src, tmp / name)
+        write_json(tmp / METRICS, metrics, default=_jsonable)
     return path
 
 

@@ -1,12 +1,11 @@
-"""Perplexity and layer sensitivity on held-out windows, reusing the unchanged prefix.
+"""Layer sensitivity on held-out windows: the loss with a block of layers removed, reusing the unchanged prefix.
 
 For a batch, one forward records the residual state x_j at every layer boundary j = 0..L.
 Removing the contiguous block [l, l+n) then only needs layers l+n..L-1 run on x_l: the prefix
 x_0..x_l is shared by every block that starts at l or later. Cost for n = 1: L(L-1)/2 layer
 evaluations instead of L(L-1) for re-running the whole model per removed layer.
 
-Protocol: every window of T tokens is scored independently: tokens 1..T-1 are predicted from
-their prefix inside the window (Hugging Face's fixed-length recipe with stride = T), no BOS added.
+Every loss is the held-out next-token loss of ``analysis.evaluation.loss`` (its ``PROTOCOL``).
 """
 
 from __future__ import annotations
@@ -16,29 +15,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from analysis.evaluation.loss import head_nll, model_nll
 from analysis.models.adapter import DecoderAdapter
-
-PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each scored independently; "
-            "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "
-            "stride = seq_len); no BOS; float32 log-softmax")
-
-
-def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
-             max_logits: int = 1 << 27) -> torch.Tensor:
-    """NLL sum of final-normed states (B, T, D) through the LM head, scoring input_ids[:, 1:].
-
-    Tokens go through the head in chunks of at most ``max_logits`` logits: with a 256k vocabulary
-    one 4096-token sample alone would need 4 GB of float32 logits.
-    """
-    h = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D): position t predicts token t+1
-    y = input_ids[:, 1:].flatten()
-    step = max(1, max_logits // ad.config.vocab_size)
-    total = torch.zeros((), dtype=torch.float64, device=normed.device)
-    for s in range(0, h.shape[0], step):
-        logits = ad.lm_head(h[s:s + step]).float()  # (chunk, V)
-        nll = torch.nn.functional.cross_entropy(logits, y[s:s + step].to(logits.device), reduction="sum")
-        total += nll.double().to(total.device)
-    return total
 
 
 @contextlib.contextmanager
@@ -55,13 +33,6 @@ def capture_boundaries(ad: DecoderAdapter) -> Iterator[list]:
     finally:
         for h in handles:
             h.remove()
-
-
-@torch.no_grad()
-def model_nll(ad: DecoderAdapter, input_ids: torch.Tensor) -> torch.Tensor:
-    """NLL sum of the full model on one batch (B, T), scored through the chunked LM head."""
-    normed = ad.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
-    return head_nll(ad, normed, input_ids)
 
 
 @torch.no_grad()

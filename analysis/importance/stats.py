@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from analysis.importance.results import AGGREGATIONS
-
 
 def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample reductions over the sequence axis.
@@ -75,44 +73,14 @@ class BatchAggregator:
     def finalize(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean.clone(), "l2": self.sumsq.sqrt(), "var": self.m2 / max(self.n, 1)}
 
-    def state_dict(self) -> dict:
-        return {"n": self.n, "mean": self.mean, "m2": self.m2, "sumsq": self.sumsq}
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every field as a tensor (the count as an int64 scalar): saveable as safetensors."""
+        return {"n": torch.tensor(self.n, dtype=torch.int64), "mean": self.mean, "m2": self.m2, "sumsq": self.sumsq}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.n = int(state["n"])
         for k in ("mean", "m2", "sumsq"):
             getattr(self, k).copy_(state[k])
-
-
-class ImportanceStat:
-    """All nine batch x seq aggregations of one activation site, e.g. heads of layer 3."""
-
-    def __init__(self, channels: int, device="cpu"):
-        self.by_seq = {s: BatchAggregator((channels,), device) for s in AGGREGATIONS}
-
-    def update(self, reduced: dict[str, torch.Tensor]) -> None:
-        """reduced: output of ``seq_reduce`` for one batch, {seq_agg: (B, C)}."""
-        for s, agg in self.by_seq.items():
-            agg.update(reduced[s])
-
-    def merge(self, other: ImportanceStat) -> None:
-        for s, agg in self.by_seq.items():
-            agg.merge(other.by_seq[s])
-
-    def finalize(self) -> dict[str, torch.Tensor]:
-        """{"<batch>_<seq>": (C,)} for batch, seq in {mean, l2, var}."""
-        out = {}
-        for s, agg in self.by_seq.items():
-            for b, value in agg.finalize().items():
-                out[f"{b}_{s}"] = value
-        return out
-
-    def state_dict(self) -> dict:
-        return {s: a.state_dict() for s, a in self.by_seq.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for s, a in self.by_seq.items():
-            a.load_state_dict(state[s])
 
 
 class MeanStat:
@@ -127,10 +95,6 @@ class MeanStat:
         self.total += values_sum.double()
         self.count += count
 
-    def update_at(self, index: int, values_sum: torch.Tensor, count: int) -> None:
-        self.total[index] += values_sum.double()
-        self.count[index] += count
-
     def merge(self, other: MeanStat) -> None:
         self.total += other.total
         self.count += other.count
@@ -138,9 +102,9 @@ class MeanStat:
     def finalize(self) -> torch.Tensor:
         return (self.total / self.count.clamp(min=1)).float()
 
-    def state_dict(self) -> dict:
+    def state(self) -> dict[str, torch.Tensor]:
         return {"total": self.total, "count": self.count}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.total.copy_(state["total"])
         self.count.copy_(state["count"])

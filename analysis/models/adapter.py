@@ -20,7 +20,7 @@ from torch import nn
 
 from analysis.core.errors import MinitronError
 from analysis.models.configs import SUPPORTED_FAMILIES, from_hf_config
-from analysis.models.registry import Architecture
+from analysis.models.registry import Architecture, has_gated_mlp
 
 
 class DecoderAdapter:
@@ -62,7 +62,7 @@ class DecoderAdapter:
 
     @property
     def gated_mlp(self) -> bool:
-        return self.family != "nemotron"
+        return has_gated_mlp(self.family)
 
     @property
     def tied(self) -> bool:
@@ -124,10 +124,6 @@ class DecoderAdapter:
         """The two pre-norms of layer i: (before attention, before MLP)."""
         layer = self.layers[i]
         return layer.input_layernorm, layer.post_attention_layernorm
-
-    def all_norms(self) -> list[nn.Module]:
-        """Every norm that carries hidden-width parameters, final norm included."""
-        return [n for i in range(self.num_layers) for n in self.norms(i)] + [self.final_norm]
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, hidden) input of the first layer."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from analysis.core.errors import MinitronError, WeightsNotFound
+from analysis.core.io import atomic_dir
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import to_hf_config
 from analysis.models.registry import DEFAULT_MODEL, ModelSpec, get, lookup
@@ -126,21 +125,14 @@ def cached_gguf_dir(gguf: Path) -> Path:
     target = cache_root() / "gguf" / key
     if (target / "config.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # weights are dequantized: a plain float checkpoint
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_dir(target, keep_existing=True) as tmp:  # a concurrent first load may finish first: keep it
         save_safetensors(model, tmp)
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
     return target
 
 

@@ -18,6 +18,11 @@ PAPER = "arXiv:2407.14679"
 FOLLOW_UP_PAPER = "arXiv:2408.11796"
 
 
+def has_gated_mlp(family: str) -> bool:
+    """Llama-style MLPs have gate+up+down; Nemotron's squared-ReLU MLP has up+down only."""
+    return family != "nemotron"
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Shape of a decoder-only transformer, enough to count parameters and build an HF config."""
@@ -40,8 +45,7 @@ class Architecture:
 
     @property
     def gated_mlp(self) -> bool:
-        """Llama-style MLPs have gate+up+down; Nemotron's squared-ReLU MLP has up+down only."""
-        return self.family != "nemotron"
+        return has_gated_mlp(self.family)
 
     @property
     def norm_has_bias(self) -> bool:
@@ -52,6 +56,7 @@ class Architecture:
 
         Per layer: q,o = hidden*heads*head_dim each; k,v = hidden*kv_heads*head_dim each;
         MLP = (3 if gated else 2)*hidden*mlp; two norms of hidden (x2 with bias).
+        ``matmul``: the decoder stack's q, k, v, o and MLP weights (what FLOP counts use).
         """
         norm = self.hidden * (2 if self.norm_has_bias else 1)
         attn = 2 * self.hidden * self.heads * self.head_dim + 2 * self.hidden * self.kv_heads * self.head_dim
@@ -64,6 +69,7 @@ class Architecture:
             "embedding": embedding,
             "non_embedding": non_embedding,
             "per_layer": per_layer,
+            "matmul": self.layers * (attn + mlp),  # weights that multiply activations in the decoder stack
         }
 
     def replace(self, **changes) -> Architecture:

@@ -1,21 +1,19 @@
-"""The prune pipeline: load teacher -> importance (run or on the fly) -> plan -> build -> evaluate -> export.
+"""The prune pipeline: load teacher -> importance (run or on the fly) -> plan -> build -> evaluate.
 
-Zero-shot perplexity protocol (``perplexity``): the evaluation split of ``analysis.data`` (disjoint
-from calibration), each window scored independently, the first token of each window unscored,
-exp of the mean token NLL over N*(T-1) tokens, float32 log-softmax.
+Zero-shot perplexity before and after: the held-out loss of ``analysis.evaluation.loss`` on the
+evaluation split of ``analysis.data`` (disjoint from calibration). Writing the result is
+``analysis.pruning.export``'s job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
-import torch
-
-from analysis.core.errors import MinitronError
 from analysis.data import DataConfig, build_splits
-from analysis.importance.results import DEFAULT_AGGREGATION
+from analysis.evaluation.loss import heldout
+from analysis.importance.pipeline import AnalysisConfig, run_analysis
+from analysis.importance.results import DEFAULT_AGGREGATION, load_run
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import from_hf_config
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
@@ -24,10 +22,10 @@ from analysis.pruning.plan import (
     PruneTarget,
     check_exportable,
     importance_from_run,
-    plan_for,
     resolve_target,
     target_from_registry,
 )
+from analysis.pruning.surgery import prune_model, pruned_config
 
 PPL_PROTOCOL = ("analysis.data eval split; independent windows; first token of each window unscored; "
                 "exp(mean token NLL)")
@@ -56,33 +54,15 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
                        heads=t.heads or base.heads, layers=t.layers or base.layers)
 
 
-@torch.no_grad()
-def perplexity(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> float:
-    """ids [N, T] -> exp(mean NLL of tokens 1..T-1 of every window) (protocol in module docstring)."""
-    from analysis.importance.sensitivity import model_nll
-
-    ad, device = DecoderAdapter(model), next(model.parameters()).device
-    total = sum(float(model_nll(ad, batch.to(device))) for batch in ids.split(batch_size))
-    return math.exp(total / ids[:, 1:].numel())
-
-
 def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None]:
     """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices)."""
-    from analysis.importance.results import load_run
-
     if cfg.run:
         return importance_from_run(load_run(cfg.run), cfg.aggregation, cfg.depth_metric), str(cfg.run)
     if loaded.tokenizer is None:
         return Importance(), None
-    from analysis.importance.pipeline import AnalysisConfig, run_analysis
-
     # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
     acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=(1,))
-    try:
-        run_dir = run_analysis(acfg, console=console)
-    except NotImplementedError:
-        raise MinitronError("no --run given and the analysis engine is not available; "
-                            "run `python cli.py analyze` first and pass --run DIR") from None
+    run_dir = run_analysis(acfg, console=console)
     return importance_from_run(load_run(run_dir), cfg.aggregation, cfg.depth_metric), str(run_dir)
 
 
@@ -101,29 +81,24 @@ def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarg
 
 def prune(cfg: PruneConfig, console=None):
     """Prune the teacher of ``cfg``; returns (pruned model, tokenizer, recipe dict)."""
-    from analysis.pruning.surgery import build_pruned
-
     loaded = load_model(cfg.load)
     teacher = DecoderAdapter(loaded.model).arch
     target = merged_target(teacher, cfg)
     check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
     imp, run = _importance(cfg, loaded, console)
-    student, plan = plan_for(teacher, target, imp)
-    pruned = build_pruned(loaded.model, student, plan)
+    pruned = prune_model(loaded.model, target, imp)
     ppl = (None, None)
     if cfg.evaluate and loaded.tokenizer is not None:
         ids = build_splits(loaded.tokenizer, cfg.data, teacher.max_positions).eval
-        ppl = (perplexity(loaded.model, ids, cfg.batch_size), perplexity(pruned, ids, cfg.batch_size))
-    doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned), target, cfg, run, ppl,
+        ppl = tuple(heldout(m, ids, cfg.batch_size).perplexity for m in (loaded.model, pruned.model))
+    doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned.model), target, cfg, run, ppl,
                  scored=run is not None)
-    doc["kept_layers"] = plan.layers  # which teacher layers survive: the depth decision, auditable
-    return pruned, loaded.tokenizer, doc
+    doc["kept_layers"] = pruned.plan.layers  # which teacher layers survive: the depth decision, auditable
+    return pruned.model, loaded.tokenizer, doc
 
 
 def dry_run(cfg: PruneConfig):
     """Shapes only: (student HF config, recipe dict), from the registry or a config; no weights."""
-    from analysis.pruning.surgery import pruned_config
-
     meta = load_model(dataclasses.replace(cfg.load, device="meta", random_init=True))
     teacher = from_hf_config(meta.model.config)
     target = merged_target(teacher, cfg)

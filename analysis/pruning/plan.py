@@ -21,6 +21,7 @@ import torch
 
 from analysis.core.errors import MinitronError
 from analysis.models.registry import Architecture, get
+from analysis.pruning.ranking import rank_channels, rank_heads, rank_layers, rank_neurons
 
 DEPTH_METRICS = {"bi": "block_importance", "drop-loss": "drop_layer_loss"}  # CLI name -> run tensor
 
@@ -116,48 +117,6 @@ def check_exportable(student: Architecture) -> Architecture:
 
 def _nearest_multiple(n: int, k: int) -> int:
     return max(k, round(n / k) * k)
-
-
-def top_sorted(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the ``n`` largest scores, returned in ascending index order. scores: [N] -> [n].
-
-    A stable descending sort breaks ties by the lower index, so equal scores prune deterministically.
-    """
-    order = torch.sort(scores.float(), descending=True, stable=True).indices
-    return order[:n].sort().values
-
-
-def rank_channels(channels: torch.Tensor, n: int) -> torch.Tensor:
-    """[D] network-wide channel scores -> [n] kept channels, ascending."""
-    return top_sorted(channels, n)
-
-
-def rank_heads(heads: torch.Tensor, kv_heads: int, n: int) -> torch.Tensor:
-    """[L, H] head scores -> [L, n] kept query heads per layer, ascending.
-
-    Query head h reads kv head h // (H // kv_heads) (HF ``repeat_kv``), so group g holds the
-    consecutive heads g*r .. g*r+r-1; each group keeps its n // kv_heads best heads.
-    """
-    L, H = heads.shape
-    per_group = n // kv_heads
-    grouped = heads.float().reshape(L, kv_heads, H // kv_heads)  # (L, groups, r)
-    order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices[..., :per_group]
-    offsets = torch.arange(kv_heads).view(1, kv_heads, 1) * (H // kv_heads)
-    return (order.sort(dim=-1).values + offsets).reshape(L, n)
-
-
-def rank_neurons(neurons: torch.Tensor, n: int) -> torch.Tensor:
-    """[L, F] neuron scores -> [L, n] kept neurons per layer, ascending."""
-    return torch.stack([top_sorted(row, n) for row in neurons])
-
-
-def rank_layers(depth: torch.Tensor, n: int) -> list[int]:
-    """[L] layer scores (BI, or LM loss with the layer removed) -> the n kept layers, in order.
-
-    Both metrics grow with importance: a high BI changes the residual stream a lot, a high drop
-    loss hurts when removed, so the layers with the lowest scores are dropped.
-    """
-    return top_sorted(depth, n).tolist()
 
 
 def _leading(count: int, keep: int) -> torch.Tensor:

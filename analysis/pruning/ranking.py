@@ -1,14 +1,55 @@
-"""Which units a width target keeps, and how two rankings agree: small pure functions.
+"""Which units a target keeps: ranking each axis, and the kept sets as masks. Small pure functions.
 
 Shapes: L layers, H query heads, G key/value groups (H divisible by G), N units of one axis.
+Ties are broken by the lower index everywhere (stable sorts), so pruning is deterministic and
+figures outline exactly the units that pruning keeps.
 """
 
 from __future__ import annotations
 
 import torch
 
-from analysis.importance.metrics import ranks, spearman  # noqa: F401 - re-exported for figures
-from analysis.pruning.plan import rank_heads, top_sorted
+
+def top_sorted(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` largest scores, returned in ascending index order. scores: [N] -> [n].
+
+    A stable descending sort breaks ties by the lower index, so equal scores prune deterministically.
+    """
+    order = torch.sort(scores.float(), descending=True, stable=True).indices
+    return order[:n].sort().values
+
+
+def rank_channels(channels: torch.Tensor, n: int) -> torch.Tensor:
+    """[D] network-wide channel scores -> [n] kept channels, ascending."""
+    return top_sorted(channels, n)
+
+
+def rank_heads(heads: torch.Tensor, kv_heads: int, n: int) -> torch.Tensor:
+    """[L, H] head scores -> [L, n] kept query heads per layer, ascending.
+
+    Query head h reads kv head h // (H // kv_heads) (HF ``repeat_kv``), so group g holds the
+    consecutive heads g*r .. g*r+r-1; each group keeps its n // kv_heads best heads.
+    """
+    L, H = heads.shape
+    per_group = n // kv_heads
+    grouped = heads.float().reshape(L, kv_heads, H // kv_heads)  # (L, groups, r)
+    order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices[..., :per_group]
+    offsets = torch.arange(kv_heads).view(1, kv_heads, 1) * (H // kv_heads)
+    return (order.sort(dim=-1).values + offsets).reshape(L, n)
+
+
+def rank_neurons(neurons: torch.Tensor, n: int) -> torch.Tensor:
+    """[L, F] neuron scores -> [L, n] kept neurons per layer, ascending."""
+    return torch.stack([top_sorted(row, n) for row in neurons])
+
+
+def rank_layers(depth: torch.Tensor, n: int) -> list[int]:
+    """[L] layer scores (BI, or LM loss with the layer removed) -> the n kept layers, in order.
+
+    Both metrics grow with importance: a high BI changes the residual stream a lot, a high drop
+    loss hurts when removed, so the layers with the lowest scores are dropped.
+    """
+    return top_sorted(depth, n).tolist()
 
 
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:

@@ -23,10 +23,16 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from analysis.core.errors import MinitronError
+from analysis.data import DataConfig, build_splits
+from analysis.evaluation.loss import heldout
+from analysis.importance.results import load_run
+from analysis.models.loading import LoadConfig, load_model
 from analysis.models.registry import Architecture
+from analysis.pruning.plan import PruneTarget, importance_from_run
+from analysis.pruning.surgery import prune_model
 
 
 @dataclass(frozen=True)
@@ -101,18 +107,23 @@ def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpac
 
 
 def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8) -> list[float]:
-    """Zero-shot LM loss (mean token NLL on ``eval_ids`` [N, T]) of each candidate pruned from ``model``."""
-    from analysis.models.adapter import DecoderAdapter
-    from analysis.pruning.pipeline import perplexity
-    from analysis.pruning.plan import PruneTarget, plan_for
-    from analysis.pruning.surgery import build_pruned
-
-    teacher = DecoderAdapter(model).arch
+    """Zero-shot held-out loss (``analysis.evaluation.loss``) of each candidate pruned from ``model``."""
     losses = []
     for c in candidates:
         target = PruneTarget(hidden=c.arch.hidden, ffn=c.arch.mlp, heads=c.arch.heads, layers=c.arch.layers)
-        student, plan = plan_for(teacher, target, importance)
-        pruned = build_pruned(model, student, plan)
-        losses.append(math.log(perplexity(pruned, eval_ids, batch_size)))
+        pruned = prune_model(model, target, importance)
+        losses.append(heldout(pruned.model, eval_ids, batch_size).loss)
         del pruned
     return losses
+
+
+def rank_candidates(load: LoadConfig, candidates: list[Candidate], run_dir: str | None, aggregation: str,
+                    depth_metric: str, data: DataConfig) -> list[float]:
+    """Load the teacher's weights and rank ``candidates`` by zero-shot loss on ``data``'s held-out windows."""
+    if run_dir is None:
+        raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")
+    loaded = load_model(load)
+    if loaded.tokenizer is None:
+        raise MinitronError(f"{load.model}: no tokenizer, cannot measure the zero-shot loss")
+    ids = build_splits(loaded.tokenizer, replace(data, calib_samples=0)).eval
+    return rank(loaded.model, candidates, importance_from_run(load_run(run_dir), aggregation, depth_metric), ids)

@@ -13,6 +13,7 @@ Weight shapes (D hidden, H heads, hd head_dim, F MLP, V vocab; nn.Linear weight 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from analysis.models.adapter import DecoderAdapter
 from analysis.models.registry import Architecture
-from analysis.pruning.plan import PrunePlan
+from analysis.pruning.plan import Importance, PrunePlan, PruneTarget, plan_for
 
 
 def pruned_config(config: PretrainedConfig, student: Architecture, layers: list[int]) -> PretrainedConfig:
@@ -115,3 +116,18 @@ def build_pruned(model: nn.Module, student: Architecture, plan: PrunePlan) -> nn
         raise RuntimeError(f"pruning left tensors unset: {', '.join(leftover[:5])}")
     pruned.generation_config = copy.deepcopy(model.generation_config)
     return pruned.eval()
+
+
+@dataclass
+class Pruned:
+    """A pruned model with the shape and plan it was built from."""
+
+    model: nn.Module
+    arch: Architecture  # the student shape
+    plan: PrunePlan  # which teacher units survive
+
+
+def prune_model(model: nn.Module, target: PruneTarget, importance: Importance) -> Pruned:
+    """Importance -> plan -> weights: the one way a model is pruned (``model`` is left untouched)."""
+    student, plan = plan_for(DecoderAdapter(model).arch, target, importance)
+    return Pruned(build_pruned(model, student, plan), student, plan)

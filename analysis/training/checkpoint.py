@@ -1,4 +1,4 @@
-"""Training state on disk: resumable checkpoints and the final Hugging Face model directory.
+"""Training state on disk: resumable checkpoints.
 
 Layout of ``out_dir/checkpoint`` (replaced atomically as a whole, so a crash mid-write leaves the
 previous checkpoint intact):
@@ -9,12 +9,11 @@ previous checkpoint intact):
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
-from analysis.core.io import atomic_dir, write_json_atomic  # noqa: F401 - write_json_atomic re-exported
+from analysis.core.io import atomic_dir
 
 CHECKPOINT = "checkpoint"
 STUDENT = "student.safetensors"
@@ -63,22 +62,3 @@ def load_checkpoint(out_dir: Path, student, optimizer, scheduler, device) -> dic
     scheduler.load_state_dict(trainer.pop("scheduler"))
     set_rng_state(trainer.pop("rng"))
     return trainer
-
-
-def export_model(student, target: Path, tokenizer=None, generation_config=None, carry=()) -> Path:
-    """A plain Hugging Face directory (config, safetensors, generation config, tokenizer), atomically.
-
-    ``carry``: further files copied in, e.g. the student's ``prune_recipe.json``.
-
-    ``save_pretrained`` rather than our own writer: it records tied weights the way
-    ``from_pretrained`` expects, which is what a pruned-and-healed model is for.
-    """
-    if generation_config is not None:
-        student.generation_config = generation_config
-    with atomic_dir(Path(target)) as tmp:
-        student.save_pretrained(tmp)  # safetensors by default since transformers 4.35
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        for path in carry:
-            shutil.copy(path, tmp / Path(path).name)
-    return Path(target)

@@ -1,50 +1,35 @@
-"""Logit distillation (and plain CLM fine-tuning) of a pruned student from its teacher.
+"""The one training loop: logit distillation (and plain CLM fine-tuning) of a student from its teacher.
 
 Minitron retrains pruned models with forward KL(teacher || student) on the logits, temperature 1,
 over the full vocabulary (no top-k), and the final models use that loss alone; ``DistillConfig``
 defaults to exactly that. ``kd_weight=0, clm_weight=1`` (``DistillConfig.finetune``) is plain
 next-token fine-tuning through the same loop, so the two compare at equal steps and data.
 
-Data protocol (see ``analysis.data``): one token stream cut into non-overlapping ``seq_len`` windows,
-permuted with the data seed; the first ``eval_samples`` windows are the held-out set (the same
-windows ``analyze`` evaluates with the same seed and length), the following windows are the
-training set. Training cycles through them in a fresh seeded order each epoch; the order is a pure
-function of (seed, step), which is what makes resumption exact.
+Training cycles through the training windows in a fresh seeded order each epoch; the order is a
+pure function of (seed, step), which is what makes resumption exact. ``Trainer.run`` calls
+``after_step(trainer)`` after every optimizer step: the disk pipeline (``analysis.training.pipeline``)
+checkpoints there; experiments pass nothing and keep everything in memory.
 
-Held-out metrics: student next-token loss over every window (first token of each window unscored,
-T-1 tokens per window: Hugging Face's fixed-length recipe with stride = seq_len), its perplexity
-exp(loss), the teacher's loss on the same tokens, and KL(teacher || student) over all T positions.
+Held-out metrics (``analysis.evaluation.loss.heldout_pair``): the student's next-token loss and
+perplexity, the teacher's loss on the same tokens, and KL(teacher || student) over all T positions.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from analysis.core.errors import MinitronError
-from analysis.training.checkpoint import (
-    CHECKPOINT,
-    TRAINER,
-    export_model,
-    load_checkpoint,
-    save_checkpoint,
-    write_json_atomic,
-)
+from analysis.evaluation.loss import clm_loss, forward_kl, heldout_pair
+from analysis.models.loading import resolve_device, resolve_dtype
 
 PROTOCOL = ("train = calibration windows of analysis.data (after the eval windows), seeded order per epoch; "
             "held-out = first eval_samples windows; loss over T-1 targets per window (stride = seq_len, "
             "first token unscored), ppl = exp(loss); KL(teacher||student) over all T positions, temperature 1")
-RESULT = "distill.json"
-MODEL_DIR = "model"
-# Fields that change the training trajectory: a resumed run must match the checkpoint on these.
-TRAJECTORY_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay",
-                     "kd_weight", "clm_weight", "temperature", "max_grad_norm", "seed")
 
 
 @dataclass
@@ -81,72 +66,16 @@ class DistillConfig:
 
 
 @dataclass
-class DistillResult:
-    out_dir: Path
-    model_dir: Path | None  # None when the run stopped early (stop_after)
-    history: list[dict]  # per optimizer step: step, lr, loss, kd, clm, grad_norm
-    evals: list[dict]  # held-out: step, loss, ppl, kl, teacher_loss, tokens
-    final: dict = field(default_factory=dict)  # before/after held-out metrics
-    finished: bool = True
+class TrainState:
+    """Where training stands; everything a checkpoint needs besides weights, optimizer and RNG."""
+
+    step: int = 0  # optimizer steps done
+    history: list[dict] = field(default_factory=list)  # per step: step, lr, loss, kd, clm, grad_norm
+    evals: list[dict] = field(default_factory=list)  # held-out: step, loss, ppl, kl, teacher_loss, tokens
+    elapsed_s: float = 0.0  # training wall time so far (resumed runs add up)
 
 
-# --- losses -------------------------------------------------------------------------------------
-def _rows(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(..., V) logits -> (N, V) rows of the scored positions."""
-    rows = logits.reshape(-1, logits.shape[-1])
-    return rows if mask is None else rows[mask.reshape(-1).bool()]
-
-
-def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Sum over rows of KL(p_t || p_s), in float32: (n, V), (n, V) -> scalar."""
-    log_s = F.log_softmax(s.float() / temperature, dim=-1)
-    log_t = F.log_softmax(t.float() / temperature, dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum()
-
-
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
-               temperature: float = 1.0, chunk: int = 1024) -> torch.Tensor:
-    """Forward KL(teacher || student), the mean over scored tokens, times temperature².
-
-        KL = T² · (1/N) Σ_n Σ_v p_t(v) (log p_t(v) − log p_s(v)),   p = softmax(logits / T)
-
-    Shapes: logits (B, T, V) or (N, V); mask (B, T) or (N,), True where a token is scored (None: all).
-    Computed in float32 over the full vocabulary. Rows are processed ``chunk`` at a time and each
-    chunk is recomputed in backward (activation checkpointing), so float32 copies of the (N, V)
-    logits never all exist at once. T² keeps gradient scale independent of T (Hinton et al.);
-    at T = 1, the paper's setting, it is the plain KL.
-    """
-    if student_logits.shape != teacher_logits.shape:
-        raise MinitronError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                            f"{tuple(teacher_logits.shape)} differ: the models must share a vocabulary")
-    s, t = _rows(student_logits, mask), _rows(teacher_logits.detach(), mask)
-    if s.shape[0] == 0:
-        return s.sum() * 0.0
-    total = s.new_zeros((), dtype=torch.float32)
-    for i in range(0, s.shape[0], chunk):
-        s_i, t_i = s[i:i + chunk], t[i:i + chunk]
-        if s_i.requires_grad:
-            total = total + checkpoint(_kl_rows, s_i, t_i, temperature, use_reentrant=False)
-        else:
-            total = total + _kl_rows(s_i, t_i, temperature)
-    return total * temperature**2 / s.shape[0]
-
-
-def clm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token cross-entropy, mean over scored targets, in float32.
-
-        CLM = −(1/N) Σ_{b, t ≥ 1} log p_s(x_{b,t} | x_{b,<t})
-
-    Shapes: logits (B, T, V), input_ids (B, T), mask (B, T) over targets (None: all). Position t's
-    logits predict token t+1, so the first token of each window is never a target.
-    """
-    pred, target = logits[:, :-1], input_ids[:, 1:]
-    m = None if mask is None else mask[:, 1:]
-    rows, tgt = _rows(pred, m), target.reshape(-1) if m is None else target[m.bool()]
-    return F.cross_entropy(rows.float(), tgt)
-
-
-# --- schedule -----------------------------------------------------------------------------------
+# --- schedule and optimizer ----------------------------------------------------------------------
 def lr_at(step: int, cfg: DistillConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine to min_lr.
 
@@ -171,7 +100,6 @@ def make_optimizer(student: torch.nn.Module, cfg: DistillConfig):
     return opt, sched
 
 
-# --- data order ---------------------------------------------------------------------------------
 def batch_indices(step: int, micro: int, n: int, cfg: DistillConfig) -> torch.Tensor:
     """Training-window indices of one micro-batch: a pure function of (seed, step, micro).
 
@@ -189,9 +117,8 @@ def batch_indices(step: int, micro: int, n: int, cfg: DistillConfig) -> torch.Te
 
 
 # --- evaluation and one step --------------------------------------------------------------------
-def _autocast(device: torch.device, cfg: DistillConfig):
-    from analysis.models.loading import resolve_dtype
-
+def autocast(device: torch.device, cfg: DistillConfig):
+    """bf16 autocast on CUDA (weights stay float32), nothing on CPU; float16 is refused."""
     dtype = resolve_dtype(cfg.dtype, device)
     if dtype == torch.float16:
         raise MinitronError("float16 training needs loss scaling, which is not implemented; use bfloat16")
@@ -203,19 +130,10 @@ def evaluate(student, teacher, ids: torch.Tensor, cfg: DistillConfig, device: to
     """Held-out student loss/perplexity, teacher loss and KL(teacher || student) (module docstring)."""
     was_training = student.training
     student.eval()
-    ce = t_ce = kl = 0.0
-    for batch in ids.split(cfg.batch_size):
-        batch = batch.to(device)
-        with _autocast(device, cfg):
-            s, t = student(batch, use_cache=False).logits, teacher(batch, use_cache=False).logits
-        n_targets = batch.shape[0] * (batch.shape[1] - 1)  # means -> sums, so batches weigh by tokens
-        ce += clm_loss(s, batch).item() * n_targets
-        t_ce += clm_loss(t, batch).item() * n_targets
-        kl += forward_kl(s, t, temperature=1.0, chunk=cfg.kl_chunk).item() * batch.numel()
+    with autocast(device, cfg):
+        out = heldout_pair(student, teacher, ids, cfg.batch_size)
     student.train(was_training)
-    n_ce, n_kl = ids.shape[0] * (ids.shape[1] - 1), ids.numel()
-    return {"loss": ce / n_ce, "ppl": math.exp(ce / n_ce), "teacher_loss": t_ce / n_ce, "kl": kl / n_kl,
-            "tokens": n_ce}
+    return out
 
 
 def _micro_loss(student, teacher, batch, cfg: DistillConfig) -> tuple[torch.Tensor, float, float]:
@@ -237,7 +155,7 @@ def train_step(step, student, teacher, train_ids, opt, sched, cfg, device) -> di
     loss = kd = clm = 0.0
     for micro in range(cfg.grad_accum):
         batch = train_ids[batch_indices(step, micro, train_ids.shape[0], cfg)].to(device)
-        with _autocast(device, cfg):
+        with autocast(device, cfg):
             part, kd_i, clm_i = _micro_loss(student, teacher, batch, cfg)
         (part / cfg.grad_accum).backward()  # equal-size windows: mean of means is the batch mean
         loss, kd, clm = loss + part.item() / cfg.grad_accum, kd + kd_i / cfg.grad_accum, clm + clm_i / cfg.grad_accum
@@ -248,32 +166,6 @@ def train_step(step, student, teacher, train_ids, opt, sched, cfg, device) -> di
     return {"step": step + 1, "lr": lr, "loss": loss, "kd": kd, "clm": clm, "grad_norm": float(norm)}
 
 
-# --- data ----------------------------------------------------------------------------------------
-def training_splits(tokenizer, data_cfg, cfg: DistillConfig, max_positions: int | None = None):
-    """Held-out and training windows under the ``analysis.data`` protocol.
-
-    Evaluation = the first ``cfg.eval_samples`` permuted windows (as ``analyze`` with the same
-    seed and length); training = the calibration split, as many following windows as the run
-    consumes (steps × batch × accumulation), capped by what the text holds.
-    """
-    import hashlib
-
-    from analysis.data import corpus_text, make_splits, tokenize
-
-    if max_positions is not None and cfg.seq_len > max_positions:
-        raise MinitronError(f"--seq-len {cfg.seq_len} is longer than the model's context ({max_positions})")
-    text = corpus_text(data_cfg)
-    stream = tokenize(text, tokenizer)
-    free = len(stream) // cfg.seq_len - cfg.eval_samples
-    wanted = cfg.steps * cfg.batch_size * cfg.grad_accum
-    data_cfg = replace(data_cfg, seq_len=cfg.seq_len, eval_samples=cfg.eval_samples,
-                       calib_samples=max(1, min(wanted, free)))
-    meta = {"source": data_cfg.source, "chars": len(text),
-            "text_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
-    return make_splits(stream, data_cfg, meta)
-
-
-# --- the loop -----------------------------------------------------------------------------------
 def check_compatible(teacher, student, tokenizers=()) -> None:
     """Teacher and student must share a vocabulary (and tokenizer, when both are known), not weights."""
     if {p.data_ptr() for p in teacher.parameters()} & {p.data_ptr() for p in student.parameters()}:
@@ -288,105 +180,74 @@ def check_compatible(teacher, student, tokenizers=()) -> None:
         raise MinitronError("teacher and student tokenizers differ: logit distillation needs the same tokenizer")
 
 
-def _data_hash(*tensors: torch.Tensor) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _start(out_dir: Path, student, opt, sched, cfg: DistillConfig, resume: bool, device, data: str) -> dict:
-    """Fresh trainer state, or the checkpoint's when resuming (its config and data must match)."""
-    has_ckpt = (out_dir / CHECKPOINT / TRAINER).exists()
-    if has_ckpt and not resume:
-        raise MinitronError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it "
-                            "or choose another --out")
-    state = load_checkpoint(out_dir, student, opt, sched, device) if resume else None
-    if state is None:
-        return {"step": 0, "history": [], "evals": [], "config": asdict(cfg), "elapsed_s": 0.0, "data": data}
-    if state.get("data") != data:
-        raise MinitronError(f"cannot resume {out_dir}: the training or held-out windows differ from the "
-                            "checkpoint's (same --data, --seq-len, --eval-samples and --data-seed needed)")
-    changed = [k for k in TRAJECTORY_FIELDS if state["config"].get(k) != getattr(cfg, k)]
-    if changed:
-        was = ", ".join(f"{k}={state['config'][k]}" for k in changed)
-        raise MinitronError(f"cannot resume {out_dir}: {', '.join(changed)} differ from the checkpoint's ({was})")
-    return state
-
-
-def _due(step: int, every: int, cfg: DistillConfig) -> bool:
+def due(step: int, every: int, cfg: DistillConfig) -> bool:
+    """Whether step ``step`` (1-based) ends an interval of ``every`` steps; the last step always does."""
     return step == cfg.steps or (every > 0 and step % every == 0)
 
 
-def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig,
-            out_dir: str | Path, *, resume: bool = False, progress: bool = True, tokenizer=None,
-            meta: dict | None = None, carry: tuple[Path, ...] = (), stop_after: int | None = None) -> DistillResult:
-    """Train ``student`` toward ``teacher`` on ``train_ids`` (N, T); evaluate on ``eval_ids`` (M, T).
+# --- the loop -------------------------------------------------------------------------------------
+class Trainer:
+    """Teacher, student (trained in float32 on ``cfg.device``), data, optimizer and the state of training."""
 
-    Writes ``out_dir/checkpoint`` (resumable), ``out_dir/model`` (Hugging Face directory) and
-    ``out_dir/distill.json`` (config, history, held-out metrics, ``meta`` such as provenance, also
-    copied into the model directory); ``carry`` files (e.g. the student's ``prune_recipe.json``, which
-    its card reads) are copied into the model directory. ``resume`` without a checkpoint starts afresh.
-    ``stop_after=k`` checkpoints after step k and returns unfinished, as an interruption would.
-    """
-    from tqdm.auto import tqdm
+    def __init__(self, teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig):
+        check_compatible(teacher, student)
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.teacher = teacher.to(self.device).eval().requires_grad_(False)
+        self.student = student.to(device=self.device, dtype=torch.float32).train()
+        self.train_ids, self.eval_ids = train_ids, eval_ids[: cfg.eval_samples]
+        self.opt, self.sched = make_optimizer(self.student, cfg)
+        self.state = TrainState()
 
-    from analysis.models.loading import resolve_device
+    def evaluate(self) -> dict:
+        return evaluate(self.student, self.teacher, self.eval_ids, self.cfg, self.device)
 
-    check_compatible(teacher, student)
-    device, out_dir = resolve_device(cfg.device), Path(out_dir)
-    teacher.to(device).eval().requires_grad_(False)
-    student.to(device=device, dtype=torch.float32).train()  # float32 master weights; autocast on GPU
-    eval_ids = eval_ids[: cfg.eval_samples]
-    opt, sched = make_optimizer(student, cfg)
-    state = _start(out_dir, student, opt, sched, cfg, resume, device, _data_hash(train_ids, eval_ids))
-    if not state["evals"]:
-        state["evals"].append({"step": 0, **evaluate(student, teacher, eval_ids, cfg, device)})
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.mode, disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter() - state["elapsed_s"]
-    for step in range(state["step"], cfg.steps):
-        row = train_step(step, student, teacher, train_ids, opt, sched, cfg, device)
-        state["history"].append(row)
-        state["step"], state["elapsed_s"] = step + 1, time.perf_counter() - t0
-        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
-        bar.update(1)
-        if _due(step + 1, cfg.eval_every, cfg):
-            state["evals"].append({"step": step + 1, **evaluate(student, teacher, eval_ids, cfg, device)})
-            if progress:
-                bar.write(_eval_line(state["evals"][-1]))
-        if _due(step + 1, cfg.checkpoint_every, cfg) or step + 1 == stop_after:
-            save_checkpoint(out_dir, student, opt, sched, state)
-        if step + 1 == stop_after and step + 1 < cfg.steps:
+    def run(self, after_step: Callable[[Trainer], bool] | None = None, progress: bool = False) -> bool:
+        """Train from ``state.step`` to ``cfg.steps``; True when finished, False when ``after_step`` stopped it.
+
+        Evaluates before the first step (unless the state already holds evaluations), every
+        ``cfg.eval_every`` steps and after the last. ``after_step`` returning True stops early.
+        """
+        from tqdm.auto import tqdm
+
+        cfg, st = self.cfg, self.state
+        if not st.evals:
+            st.evals.append({"step": 0, **self.evaluate()})
+        bar = tqdm(total=cfg.steps, initial=st.step, desc=cfg.mode, disable=not progress, dynamic_ncols=True)
+        t0 = time.perf_counter() - st.elapsed_s
+        try:
+            for step in range(st.step, cfg.steps):
+                row = train_step(step, self.student, self.teacher, self.train_ids, self.opt, self.sched, cfg,
+                                 self.device)
+                st.history.append(row)
+                st.step, st.elapsed_s = step + 1, time.perf_counter() - t0
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+                bar.update(1)
+                if due(step + 1, cfg.eval_every, cfg):
+                    st.evals.append({"step": step + 1, **self.evaluate()})
+                    if progress:
+                        bar.write(eval_line(st.evals[-1]))
+                if after_step is not None and after_step(self) and step + 1 < cfg.steps:
+                    return False
+        finally:
             bar.close()
-            return DistillResult(out_dir, None, state["history"], state["evals"], finished=False)
-    bar.close()
-    return _finish(out_dir, student, teacher, tokenizer, cfg, state, meta or {}, train_ids, carry)
+        return True
+
+    def summary(self) -> dict:
+        """Held-out metrics before and after, and their changes."""
+        first, last = self.state.evals[0], self.state.evals[-1]
+        return {"before": first, "after": last, "loss_change": last["loss"] - first["loss"],
+                "kl_change": last["kl"] - first["kl"]}
+
+    def record(self) -> dict:
+        """The training record: config, metrics, history, tokens seen."""
+        cfg = self.cfg
+        return {"mode": cfg.mode, "config": asdict(cfg), "final": self.summary(), "evals": self.state.evals,
+                "history": self.state.history, "elapsed_s": self.state.elapsed_s,
+                "train_windows": list(self.train_ids.shape),
+                "tokens_seen": cfg.steps * cfg.batch_size * cfg.grad_accum * self.train_ids.shape[1],
+                "protocol": PROTOCOL}
 
 
-def _eval_line(e: dict) -> str:
+def eval_line(e: dict) -> str:
     return (f"step {e['step']}: held-out loss {e['loss']:.4f} (ppl {e['ppl']:.2f}), "
             f"KL to teacher {e['kl']:.4f}, teacher loss {e['teacher_loss']:.4f}")
-
-
-def _finish(out_dir, student, teacher, tokenizer, cfg, state, meta, train_ids, carry) -> DistillResult:
-    """Export the model directory and write ``distill.json`` beside and inside it."""
-    import transformers
-
-    gen = getattr(student, "generation_config", None) or getattr(teacher, "generation_config", None)
-    model_dir = export_model(student, out_dir / MODEL_DIR, tokenizer, gen, carry)
-    first, last = state["evals"][0], state["evals"][-1]
-    final = {"before": first, "after": last, "loss_change": last["loss"] - first["loss"],
-             "kl_change": last["kl"] - first["kl"]}
-    record = {
-        "mode": cfg.mode, "config": asdict(cfg), "final": final, "evals": state["evals"],
-        "history": state["history"], "elapsed_s": state["elapsed_s"],
-        "train_windows": list(train_ids.shape), "tokens_seen": cfg.steps * cfg.batch_size * cfg.grad_accum
-        * train_ids.shape[1],
-        "protocol": PROTOCOL,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    } | meta
-    write_json_atomic(out_dir / RESULT, record)
-    write_json_atomic(model_dir / RESULT, record)
-    return DistillResult(out_dir, model_dir, state["history"], state["evals"], final)

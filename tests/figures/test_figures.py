@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from analysis.importance.results import load_run
-from analysis.pruning.ranking import heads_kept, kept_overlap, ranks, spearman
+from analysis.pruning.ranking import heads_kept, kept_overlap
 from figures import family, importance, layers
 from figures.render import FAMILY_FIGURES, RUN_FIGURES, draw_family, draw_run
-from tests.synthetic import synthetic_run
+from tests.helpers import run_cli, synthetic_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,16 +18,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return synthetic_run(tmp_path_factory.mktemp("runs") / "tiny-synthetic" / "r1")
-
-
-def test_spearman_matches_a_naive_formula():
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(50, generator=g), torch.randn(50, generator=g)
-    d = ranks(a) - ranks(b)
-    naive = 1 - 6 * float((d**2).sum()) / (50 * (50**2 - 1))  # valid without ties
-    assert spearman(a, b) == pytest.approx(naive, abs=1e-12)
-    assert spearman(a, 2 * a + 1) == pytest.approx(1.0)
-    assert ranks(torch.tensor([3.0, 1.0, 3.0])).tolist() == [1.5, 0.0, 1.5]
 
 
 def test_heads_kept_keeps_top_k_of_every_group():
@@ -93,22 +78,16 @@ def test_benchmark_table_takes_the_family_from_the_registry():
 
 
 def test_cli_figures(tmp_path, run_dir):
-    from cli import app
-
-    result = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "fam")])
-    assert result.exit_code == 0, result.output
+    result = run_cli("figures", "--out", tmp_path / "fam")
+    assert result.code == 0, result.err
     assert (tmp_path / "fam" / "benchmarks.png").exists()
-    result = CliRunner().invoke(app, ["figures", "--run", str(run_dir), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 0 and (tmp_path / "run" / "head_importance.svg").exists()
+    result = run_cli("figures", "--run", run_dir, "--out", tmp_path / "run")
+    assert result.code == 0 and (tmp_path / "run" / "head_importance.svg").exists()
 
 
 def test_cli_figures_on_a_non_run_is_one_line_error(tmp_path):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "cli.py", "figures", "--run", str(tmp_path)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120, check=False)
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not an analysis run" in r.stderr
+    r = run_cli("figures", "--run", tmp_path)
+    assert r.code == 2 and r.err.strip().count("\n") == 0 and "not an analysis run" in r.err
 
 
 def test_every_figure_renders_from_a_real_tiny_run(tiny_dir, tmp_path):
@@ -128,3 +107,11 @@ def test_every_figure_renders_from_a_real_tiny_run(tiny_dir, tmp_path):
     for p in written:
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == PNG and p.stat().st_size > 10_000
+
+
+def test_plot_functions_leave_the_callers_matplotlib_settings_alone(run_dir):
+    before = dict(plt.rcParams)
+    plt.close(layers.layer_sensitivity(load_run(run_dir)))
+    plt.close(family.mmlu_vs_tokens().figure)
+    after = dict(plt.rcParams)
+    assert {k for k in before if before[k] != after[k]} == set()

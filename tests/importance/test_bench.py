@@ -6,17 +6,16 @@ import os
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from typer.testing import CliRunner
 
 from analysis.core.errors import MinitronError
 from analysis.core.perf import find_batch_size, is_oom, parse_batch_size
 from analysis.data import DataConfig
-from analysis.importance.bench import forward_flops_per_token, matmul_params
+from analysis.importance.bench import forward_flops_per_token
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
 from analysis.importance.results import load_run
 from analysis.models.adapter import DecoderAdapter
 from analysis.models.loading import LoadConfig
-from tests.conftest import TINY, tiny_model
+from tests.helpers import TINY, run_cli, tiny_model
 
 
 # --- FLOPs ---------------------------------------------------------------------------------------
@@ -37,11 +36,11 @@ def test_flops_formula_matches_flop_counter(family, lm_head):
     assert counter.get_total_flops() == B * T * forward_flops_per_token(arch, T, lm_head=lm_head)
 
 
-def test_matmul_params_are_the_non_embedding_params_without_norms():
+def test_matmul_count_is_the_non_embedding_params_without_norms():
     for arch in TINY.values():
         p = arch.params()
         norm = arch.hidden * (2 if arch.norm_has_bias else 1)
-        assert matmul_params(arch) == p["non_embedding"] - (2 * arch.layers + 1) * norm
+        assert arch.params()["matmul"] == p["non_embedding"] - (2 * arch.layers + 1) * norm
 
 
 # --- batch-size auto-tuning ----------------------------------------------------------------------
@@ -95,12 +94,10 @@ def test_oom_recognition_and_parsing():
 
 # --- bench CLI ----------------------------------------------------------------------------------
 def test_bench_cli_on_the_embedded_default(smol):
-    from cli import app
-
-    res = CliRunner().invoke(app, ["bench", "--seq-len", "8", "--batch-size", "auto", "--max-batch-size", "2",
-                                   "--steps", "1", "--warmup", "1", "--json"])
-    assert res.exit_code == 0, res.output
-    r = json.loads(res.stdout[res.stdout.index("{"):])
+    res = run_cli("bench", "--seq-len", "8", "--batch-size", "auto", "--max-batch-size", "2", "--steps", "1",
+                  "--warmup", "1", "--json")
+    assert res.code == 0, res.err
+    r = json.loads(res.out)
     assert r["model"] == "smollm2-135m" and r["device"] == "cpu" and r["batch_size"] in (1, 2)
     assert set(r["modes"]) == {"plain", "analysis"}  # eager is the plain mode when nothing is compiled
     assert r["hooks_overhead"] > 0 and 0 < r["modes"]["plain"]["mfu"]

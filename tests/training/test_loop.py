@@ -1,8 +1,7 @@
+"""The training loop: schedule, data order, distillation on tiny models, resume, the distill command."""
+
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,18 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from analysis.core.errors import MinitronError
 from analysis.models.adapter import DecoderAdapter
-from analysis.training.loop import (
-    DistillConfig,
-    batch_indices,
-    clm_loss,
-    distill,
-    forward_kl,
-    lr_at,
-    make_optimizer,
-)
-from tests.conftest import tiny_model
+from analysis.training.loop import DistillConfig, batch_indices, lr_at, make_optimizer
+from analysis.training.pipeline import distill
+from tests.helpers import cli_subprocess, random_ids, run_cli, tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_CFG = DistillConfig(steps=6, seq_len=16, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=3,
                          eval_every=3, eval_samples=8, checkpoint_every=3, device="cpu")
 
@@ -42,10 +33,6 @@ def load(path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def random_ids(vocab, n, t=16, seed=1):
-    return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture
 def pair(tmp_path):
     """Tiny llama teacher, a student directory without layer 2, and random windows.
@@ -60,57 +47,6 @@ def pair(tmp_path):
     student_dir = save_subset(teacher, [0, 1, 3], tmp_path / "student")
     vocab = teacher.config.vocab_size
     return teacher, student_dir, random_ids(vocab, 64), random_ids(vocab, 8, seed=2)
-
-
-# --- losses -------------------------------------------------------------------------------------
-def naive_kl(s, t, mask, temperature):
-    """float64 loops over tokens and vocabulary."""
-    total, n = 0.0, 0
-    s, t = s.double().reshape(-1, s.shape[-1]) / temperature, t.double().reshape(-1, t.shape[-1]) / temperature
-    for row in range(s.shape[0]):
-        if mask is not None and not mask.reshape(-1)[row]:
-            continue
-        zs, zt = math.log(sum(math.exp(x) for x in s[row].tolist())), math.log(sum(math.exp(x) for x in t[row].tolist()))
-        for v in range(s.shape[1]):
-            lt, ls = t[row, v].item() - zt, s[row, v].item() - zs
-            total += math.exp(lt) * (lt - ls)
-        n += 1
-    return total / n * temperature**2
-
-
-@pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_forward_kl_matches_naive_float64_loop(temperature):
-    g = torch.Generator().manual_seed(0)
-    s, t = 3 * torch.randn(2, 5, 13, generator=g), 3 * torch.randn(2, 5, 13, generator=g)
-    mask = torch.rand(2, 5, generator=g) > 0.3
-    for m in (None, mask):
-        got = forward_kl(s, t, m, temperature=temperature, chunk=3).item()
-        assert got == pytest.approx(naive_kl(s, t, m, temperature), abs=1e-6)
-
-
-def test_forward_kl_zero_for_identical_positive_otherwise():
-    s = torch.randn(3, 7, 17)
-    assert forward_kl(s, s.clone()).item() == pytest.approx(0.0, abs=1e-7)
-    assert forward_kl(s, s + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # softmax is shift-invariant
-    assert forward_kl(s, s.flip(-1)).item() > 1e-3
-
-
-def test_forward_kl_chunked_gradient_equals_unchunked():
-    t = torch.randn(2, 6, 11)
-    s1 = torch.randn(2, 6, 11, requires_grad=True)
-    s2 = s1.detach().clone().requires_grad_(True)
-    a, b = forward_kl(s1, t, chunk=1), forward_kl(s2, t, chunk=1000)
-    a.backward()
-    b.backward()
-    assert a.item() == pytest.approx(b.item(), abs=1e-6)
-    torch.testing.assert_close(s1.grad, s2.grad, atol=1e-7, rtol=1e-5)
-
-
-def test_clm_loss_matches_naive():
-    logits, ids = torch.randn(2, 5, 9), torch.randint(0, 9, (2, 5))
-    logp = torch.log_softmax(logits.double(), -1)
-    want = -sum(logp[b, t, ids[b, t + 1]].item() for b in range(2) for t in range(4)) / 8
-    assert clm_loss(logits, ids).item() == pytest.approx(want, abs=1e-6)
 
 
 # --- schedule and data order ----------------------------------------------------------------------
@@ -196,43 +132,30 @@ def test_mismatched_vocab_and_shared_weights_fail_cleanly(tmp_path):
 
 
 # --- command line ---------------------------------------------------------------------------------
-def _cli(*args, cwd):
-    env = os.environ | {"OMP_NUM_THREADS": "1"}  # see one_thread
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env=env, check=False)
-
-
 def test_cli_mismatched_vocab_is_one_line_error(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path / "t")
     tiny_model("nemotron").save_pretrained(tmp_path / "s")
-    r = _cli("distill", "--teacher", str(tmp_path / "t"), "--student", str(tmp_path / "s"), "--device", "cpu",
-             "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "out").exists()
-    errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]  # loading bars aside
-    assert len(errors) == 1 and errors[0].startswith("error:") and "vocabulary (89)" in errors[0]
+    r = run_cli("distill", "--teacher", tmp_path / "t", "--student", tmp_path / "s", "--device", "cpu",
+                "--out", tmp_path / "out")
+    assert r.code == 2 and not (tmp_path / "out").exists()
+    assert len(r.error_lines) == 1 and "vocabulary (89)" in r.error_lines[0]
 
 
-def test_cli_distill_writes_a_model_directory(tmp_path):
-    from transformers import AutoTokenizer
-
-    from analysis.models.loading import cached_gguf_dir, locate_gguf
-    from analysis.models.registry import DEFAULT_MODEL, get
-
-    tokenizer = AutoTokenizer.from_pretrained(cached_gguf_dir(locate_gguf(get(DEFAULT_MODEL))))
-    teacher = tiny_model("llama", vocab=len(tokenizer))
+@pytest.mark.slow
+def test_cli_distill_writes_a_model_directory(tmp_path, smol):
+    teacher = tiny_model("llama", vocab=len(smol.tokenizer))
     teacher.save_pretrained(tmp_path / "teacher")
-    tokenizer.save_pretrained(tmp_path / "teacher")
+    smol.tokenizer.save_pretrained(tmp_path / "teacher")
     save_subset(teacher, [0, 2, 3], tmp_path / "student")
     (tmp_path / "student" / "prune_recipe.json").write_text('{"kept_layers": [0, 2, 3]}')
     (tmp_path / "text.txt").write_text("def add(a, b):\n    return a + b\n\n" * 80)
-    args = ["distill", "--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"),
-            "--data", str(tmp_path / "text.txt"), "--steps", "2", "--seq-len", "16", "--batch-size", "2",
-            "--eval-samples", "2", "--device", "cpu", "--out", str(tmp_path / "out")]
-    r = _cli(*args, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    r = cli_subprocess("distill", "--teacher", tmp_path / "teacher", "--student", tmp_path / "student",
+                       "--data", tmp_path / "text.txt", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
+                       "--eval-samples", "2", "--device", "cpu", "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.code == 0, r.err
     _, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model", output_loading_info=True)
     assert not info["missing_keys"] and (tmp_path / "out" / "model" / "tokenizer.json").exists()
     assert (tmp_path / "out" / "model" / "prune_recipe.json").exists()  # carried for the card
-    assert (tmp_path / "out" / "model" / "distill.json").exists()
+    assert (tmp_path / "out" / "model" / "distill.json").exists() and (tmp_path / "out" / "model" / "README.md").exists()
     record = json.loads((tmp_path / "out" / "distill.json").read_text())
     assert record["teacher"]["kind"] == "directory" and record["data"]["eval_windows"]

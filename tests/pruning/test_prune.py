@@ -17,16 +17,13 @@ from analysis.pruning.pipeline import PruneConfig, dry_run
 from analysis.pruning.plan import (
     Importance,
     PruneTarget,
-    plan_for,
-    rank_heads,
-    rank_layers,
+    check_exportable,
     resolve_target,
     target_from_registry,
 )
-from analysis.pruning.surgery import build_pruned
-from tests.conftest import tiny_model
-
-FAMILIES = ["nemotron", "llama"]
+from analysis.pruning.ranking import rank_heads, rank_layers
+from analysis.pruning.surgery import prune_model
+from tests.helpers import FAMILIES, tiny_model
 
 
 def _ids(vocab: int, seed: int = 1) -> torch.Tensor:
@@ -40,9 +37,8 @@ def _random_importance(arch, seed: int = 3) -> Importance:
 
 
 def _prune(model, target: PruneTarget, imp: Importance | None = None):
-    arch = DecoderAdapter(model).arch
-    student, plan = plan_for(arch, target, imp or _random_importance(arch))
-    return build_pruned(model, student, plan), plan
+    pruned = prune_model(model, target, imp or _random_importance(DecoderAdapter(model).arch))
+    return pruned.model, pruned.plan
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -133,8 +129,19 @@ def test_export_round_trip(family, tmp_path):
         torch.testing.assert_close(loaded(x).logits, pruned(x).logits)
     assert json.loads((out / "prune_recipe.json").read_text())["params"] == param_count(loaded)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
-    card = (out / "README.md").read_text()
-    assert "\n# out\n" in card and ".tmp" not in card and str(out.resolve()) in card  # named after the final dir
+
+
+def test_export_finalize_sees_the_staged_directory_and_the_final_name(tmp_path):
+    """The card hook runs inside the staged directory (the export appears whole) and knows the final path."""
+    seen = []
+
+    def finalize(stage, final):
+        seen.append((stage != final, sorted(p.name for p in stage.iterdir()), final))
+        (stage / "README.md").write_text(f"# {final.name}")
+
+    out = export_model(tiny_model("llama"), None, tmp_path / "out", {k: None for k in RECIPE_KEYS}, finalize=finalize)
+    assert seen == [(True, ["config.json", "generation_config.json", "model.safetensors", "prune_recipe.json"], out)]
+    assert (out / "README.md").read_text() == "# out"
 
 
 def test_export_refuses_to_overwrite(tmp_path):
@@ -187,10 +194,6 @@ def test_target_from_registry_rejects_other_family():
 
 def test_shapes_transformers_would_reject_fail_before_work():
     """Llama configs need hidden % heads == 0 (even with head_dim set); Nemotron's do not (Minitron-8B: 4096/48)."""
-    from analysis.core.errors import MinitronError
-    from analysis.models.registry import get
-    from analysis.pruning.plan import PruneTarget, check_exportable, resolve_target
-
     with pytest.raises(MinitronError, match=r"hidden size \(480\) is not a multiple .* heads \(9\)"):
         check_exportable(resolve_target(get("smollm2-135m").arch, PruneTarget(hidden=480)))
     assert check_exportable(resolve_target(get("15B").arch, PruneTarget(hidden=4096, heads=48))).hidden == 4096

@@ -1,4 +1,4 @@
-"""Data-parallel analyze under torchrun (two gloo processes on CPU) equals one process; multi-device loading."""
+"""Data-parallel analyze under torchrun (two gloo processes on CPU) equals one process."""
 
 import os
 import subprocess
@@ -11,10 +11,10 @@ import torch
 from analysis.data import DataConfig
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
 from analysis.importance.results import load_run
-from analysis.models.loading import LoadConfig, load_model
-from tests.conftest import save_tiny_dir
+from analysis.models.loading import LoadConfig
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # torchrun starts real processes
 ARGS = ["--samples", "5", "--eval-samples", "3", "--seq-len", "24", "--block-sizes", "1,2", "--seed", "2",
         "--device", "cpu", "--no-figures"]
 
@@ -28,10 +28,8 @@ def _torchrun(nproc: int, model_dir: Path, out: Path, batch_size: int) -> subpro
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory, smol):
-    d = tmp_path_factory.mktemp("tiny-llama-dist")
-    save_tiny_dir(d, "llama")
-    return d
+def llama_dir(tiny_dirs):
+    return tiny_dirs["llama"][0]
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
@@ -52,15 +50,3 @@ def test_two_gloo_processes_equal_one(llama_dir, tmp_path, batch_size):
     assert two.metrics["eval"]["tokens_scored"] == one.metrics["eval"]["tokens_scored"]
     assert two.metrics["eval"]["perplexity"] == pytest.approx(one.metrics["eval"]["perplexity"], rel=1e-6)
     assert not list(tmp_path.glob(".two.partial*"))  # per-rank checkpoints cleaned up
-
-
-def test_device_map_auto_loads_and_matches(llama_dir):
-    """``--device-map auto`` (accelerate) places the model itself; on a CPU-only box it all lands on CPU."""
-    ids = torch.randint(0, 49152, (1, 12))
-    plain = load_model(LoadConfig(model=str(llama_dir), device="cpu"))
-    mapped = load_model(LoadConfig(model=str(llama_dir), device_map="auto"))
-    rand = load_model(LoadConfig(model=str(llama_dir), device_map="auto", random_init=True))
-    assert mapped.provenance["device_map"] == "auto"
-    with torch.no_grad():
-        torch.testing.assert_close(mapped.model(ids).logits, plain.model(ids).logits)
-        assert torch.isfinite(rand.model(ids).logits).all()

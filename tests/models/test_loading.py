@@ -1,6 +1,6 @@
-import subprocess
-import sys
-from pathlib import Path
+"""Loading by registry name, directory, GGUF and hub id; clear errors when weights are absent."""
+
+import os
 
 import pytest
 import torch
@@ -8,14 +8,7 @@ import torch
 from analysis.core.errors import MinitronError, WeightsNotFound
 from analysis.models.adapter import DecoderAdapter
 from analysis.models.loading import LoadConfig, load_model, save_safetensors
-from tests.conftest import tiny_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], check=False, capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+from tests.helpers import run_cli, tiny_model
 
 
 def test_embedded_default_loads_with_tokenizer(smol):
@@ -30,18 +23,20 @@ def test_embedded_default_loads_with_tokenizer(smol):
 
 
 @pytest.mark.parametrize("model", ["8B", "minitron-4b", "15B"])
-def test_missing_weights_fail_cleanly(model, tmp_path):
-    r = _cli("analyze", "--model", model, "--out", str(tmp_path / "run"), cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr
-    assert "--model /path" in lines[0]
-    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+def test_missing_weights_fail_cleanly(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run_cli("analyze", "--model", model, "--out", tmp_path / "run")
+    assert r.code == 2
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--model /path" in lines[0]
+    assert os.listdir(tmp_path) == []
 
 
-def test_unknown_model_fails_cleanly(tmp_path):
-    r = _cli("analyze", "--model", "nonesuch", cwd=tmp_path)
-    assert r.returncode == 2 and "unknown model 'nonesuch'" in r.stderr and "Traceback" not in r.stderr
+def test_unknown_model_fails_cleanly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("analyze", "--model", "nonesuch")
+    assert r.code == 2 and "unknown model 'nonesuch'" in r.err and r.err.count("\n") == 1
 
 
 def test_local_directory_round_trip(tmp_path):
@@ -81,3 +76,16 @@ def test_adapter_run_from_matches_full_forward(tiny):
         h = ad.run_from(ad.embed(x), range(ad.num_layers))
         torch.testing.assert_close(ad.lm_head(h), tiny(x).logits)
     assert ad.num_layers == 4  # restored after keep_layers
+
+
+def test_device_map_auto_loads_and_matches(tiny_dirs):
+    """``--device-map auto`` (accelerate) places the model itself; on a CPU-only box it all lands on CPU."""
+    llama_dir = tiny_dirs["llama"][0]
+    ids = torch.randint(0, 49152, (1, 12))
+    plain = load_model(LoadConfig(model=str(llama_dir), device="cpu"))
+    mapped = load_model(LoadConfig(model=str(llama_dir), device_map="auto"))
+    rand = load_model(LoadConfig(model=str(llama_dir), device_map="auto", random_init=True))
+    assert mapped.provenance["device_map"] == "auto"
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.model(ids).logits, plain.model(ids).logits)
+        assert torch.isfinite(rand.model(ids).logits).all()

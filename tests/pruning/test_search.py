@@ -10,7 +10,7 @@ from analysis.models.adapter import DecoderAdapter
 from analysis.models.registry import get
 from analysis.pruning.plan import Importance
 from analysis.pruning.search import SPACES, SearchSpace, enumerate_candidates, parse_budget, rank, space_for
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 TEACHER = get("15B").arch
 

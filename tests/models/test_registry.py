@@ -1,16 +1,18 @@
+"""The registry: parameter counts against published numbers, a naive count and meta models; names."""
+
 import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from analysis.core.errors import MinitronError
 from analysis.models.adapter import param_count
 from analysis.models.configs import from_hf_config, to_hf_config
 from analysis.models.loading import LoadConfig, load_model
 from analysis.models.registry import MODELS, get
+from tests.helpers import run_cli
 
-# Published counts (../shared/reference/minitron-facts.md), in billions: total, non-embedding.
+# Published counts (the Minitron paper's architecture table and the models' cards), in billions: total, non-embedding.
 PUBLISHED = {
     "nemotron-4-15b": (15.629, 12.483), "minitron-8b": (8.272, 6.175), "minitron-4b": (4.191, 2.618),
     "llama-3.1-minitron-4b-width": (4.513, None), "llama-3.1-minitron-4b-depth": (4.540, None),
@@ -65,11 +67,9 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_cli_models_json():
-    from cli import app
-
-    result = CliRunner().invoke(app, ["models", "--json"])
-    assert result.exit_code == 0
-    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    result = run_cli("models", "--json")
+    assert result.code == 0
+    entries = {e["name"]: e for e in json.loads(result.out)}
     assert {"nemotron-4-15b", "minitron-8b", "minitron-4b", "smollm2-135m"} <= set(entries)
     e = entries["minitron-8b"]
     assert {"name", "aliases", "role", "hf_id", "architecture", "license", "params_total",

@@ -1,12 +1,14 @@
 """The analysis engine against naive references: stored activations, explicit loops, float64."""
 
+import copy
+import json
 import math
 
 import pytest
 import torch
 
 from analysis.core.errors import MinitronError
-from analysis.data import DataConfig
+from analysis.data import DataConfig, build_splits
 from analysis.importance.metrics import spearman
 from analysis.importance.pipeline import AnalysisConfig, RunInterrupted, run_analysis
 from analysis.importance.results import AGGREGATIONS, load_run
@@ -22,11 +24,16 @@ def _cfg(model_dir, batch_size=2, **kw):
                           block_sizes=(1, 2), **kw)
 
 
-@pytest.fixture
-def run(tiny_dir, tmp_path):
-    d, model = tiny_dir
-    out = run_analysis(_cfg(d), out=tmp_path / "run")
-    return load_run(out), model
+@pytest.fixture(scope="module")
+def runs(tiny_dirs, tmp_path_factory):
+    """family -> (run, model): one real analysis of each tiny model, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("runs")
+    return {f: (load_run(run_analysis(_cfg(d), out=out / f)), model) for f, (d, model) in tiny_dirs.items()}
+
+
+@pytest.fixture(params=["nemotron", "llama"])
+def run(request, runs):
+    return runs[request.param]
 
 
 def _seq(x, how):  # x (T,) float64
@@ -73,17 +80,10 @@ def _stored_activations(model, ids):
     return {k: [t[0] for t in v] for k, v in store.items()}  # per sample (T, C)
 
 
-def test_importance_matches_naive_float64(run):
+def test_importance_matches_naive_float64(run, smol):
     res, model = run
-    calib = torch.tensor(res.metrics["data"]["calib_windows"])
-    from analysis.data import make_splits
-
-    # rebuild the calibration ids exactly as the run did
-    from analysis.models.loading import load_model
-    tok = load_model(LoadConfig(device="cpu")).tokenizer
-    from analysis.data import corpus_text, tokenize
-    splits = make_splits(tokenize(corpus_text(DATA), tok), DATA)
-    assert splits.meta["calib_windows"] == calib.tolist()
+    splits = build_splits(smol.tokenizer, DATA)  # the calibration ids exactly as the run cut them
+    assert splits.meta["calib_windows"] == res.metrics["data"]["calib_windows"]
     acts = _stored_activations(model, splits.calib)
     ad = DecoderAdapter(model)
     H, hd = ad.num_heads, ad.head_dim
@@ -110,13 +110,10 @@ def test_importance_matches_naive_float64(run):
             torch.testing.assert_close(res.tensors["block_importance"].double(), 1 - cos.mean(1), rtol=1e-5, atol=1e-6)
 
 
-def test_perplexity_matches_hf_fixed_length_recipe(run):
+def test_perplexity_matches_hf_fixed_length_recipe(run, smol):
     """HF recipe: slide a window of max_length with stride over the concatenated eval text."""
     res, model = run
-    from analysis.data import corpus_text, make_splits, tokenize
-    from analysis.models.loading import load_model
-    tok = load_model(LoadConfig(device="cpu")).tokenizer
-    ev = make_splits(tokenize(corpus_text(DATA), tok), DATA).eval
+    ev = build_splits(smol.tokenizer, DATA).eval
     stream = ev.flatten()[None]
     max_length = stride = DATA.seq_len
     nlls, n_tokens, prev_end = [], 0, 0
@@ -152,7 +149,6 @@ def test_prefix_reuse_equals_deleting_and_rerunning(tiny):
             fast = drop_block_nll(ad, states, ids, s, n)
             naive = drop_block_nll_naive(ad, ids, s, n)
             # independent reference: a deep copy with the layers actually deleted
-            import copy
             m2 = copy.deepcopy(tiny)
             keep = [l for i, l in enumerate(m2.model.layers) if not s <= i < s + n]
             m2.model.layers = torch.nn.ModuleList(keep)
@@ -171,7 +167,11 @@ def test_results_agree_across_batch_sizes_and_resume(tiny_dir, tmp_path):
     with pytest.raises(RunInterrupted):
         run_analysis(_cfg(d, batch_size=1), out=tmp_path / "c", stop_after=3)
     assert not (tmp_path / "c").exists()  # nothing half-written, only the hidden checkpoint
+    checkpoint = tmp_path / ".c.partial"  # JSON progress and safetensors statistics: nothing to unpickle
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["progress.json", "statistics.safetensors"]
+    assert json.loads((checkpoint / "progress.json").read_text())["batches_done"] == 3
     c = load_run(run_analysis(_cfg(d, batch_size=1), out=tmp_path / "c", resume=True))
+    assert not checkpoint.exists()  # cleared once the run is written
     assert set(a.tensors) == set(b.tensors) == set(c.tensors)
     for k in a.tensors:
         torch.testing.assert_close(a.tensors[k], b.tensors[k], rtol=1e-5, atol=1e-6)
@@ -199,14 +199,6 @@ def test_metrics_document(run):
     assert m["rank_agreement"]["spearman_bi_vs_drop_loss"] == pytest.approx(
         spearman(res.tensors["block_importance"], res.tensors["drop_layer_loss"]))
     assert res.tensors["channels.per_norm"].shape == (2 * L, m["architecture"]["hidden"])
-
-
-def test_spearman_reference():
-    from scipy.stats import spearmanr
-
-    a, b = torch.randn(20), torch.randn(20)
-    b[3] = b[4]  # a tie
-    assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, rel=1e-9)
 
 
 def test_bad_batch_size(tiny_dir):

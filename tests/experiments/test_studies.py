@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import matplotlib.pyplot as plt
 import pytest
@@ -17,10 +14,10 @@ from analysis.importance.results import RunResult
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.paper import AGGREGATION_LOSS
 from analysis.models.registry import get
-from analysis.training.loop import DistillConfig, distill
+from analysis.training.loop import DistillConfig
+from analysis.training.pipeline import distill
 from figures import experiments as fx
-from tests.conftest import TINY, tiny_model
-from tests.synthetic import synthetic_metrics, synthetic_tensors
+from tests.helpers import TINY, synthetic_metrics, synthetic_tensors, tiny_model
 
 CFG = DistillConfig(steps=2, seq_len=16, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_every=1,
                     eval_samples=4, checkpoint_every=0, device="cpu")

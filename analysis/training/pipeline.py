@@ -1,0 +1,153 @@
+"""The distill pipeline: load teacher and student -> windows -> train (resumable) -> export a model directory.
+
+Data protocol (``analysis.data``): one token stream cut into non-overlapping ``seq_len`` windows,
+permuted with the data seed; the first ``eval_samples`` windows are the held-out set (the same
+windows ``analyze`` evaluates with the same seed and length), the following windows are the
+training set.
+
+On disk, ``out_dir`` holds ``checkpoint/`` (resumable, ``analysis.training.checkpoint``),
+``model/`` (a plain Hugging Face directory) and ``distill.json`` (config, history, held-out
+metrics, provenance; also copied into the model directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from analysis.core.errors import MinitronError
+from analysis.core.io import write_json
+from analysis.core.provenance import versions
+from analysis.data import DataConfig, Splits, check_context, make_splits, read_stream
+from analysis.models.loading import LoadConfig, load_model
+from analysis.models.saving import Finalize, save_model_dir
+from analysis.pruning.export import RECIPE
+from analysis.training.checkpoint import CHECKPOINT, TRAINER, load_checkpoint, save_checkpoint
+from analysis.training.loop import DistillConfig, Trainer, TrainState, check_compatible, due
+
+RESULT = "distill.json"
+MODEL_DIR = "model"
+# Fields that change the training trajectory: a resumed run must match the checkpoint on these.
+TRAJECTORY_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay",
+                     "kd_weight", "clm_weight", "temperature", "max_grad_norm", "seed")
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    model_dir: Path | None  # None when the run stopped early (stop_after)
+    history: list[dict]  # per optimizer step: step, lr, loss, kd, clm, grad_norm
+    evals: list[dict]  # held-out: step, loss, ppl, kl, teacher_loss, tokens
+    final: dict = field(default_factory=dict)  # before/after held-out metrics
+    finished: bool = True
+
+
+def training_splits(tokenizer, data_cfg: DataConfig, cfg: DistillConfig, max_positions: int | None = None) -> Splits:
+    """Held-out and training windows under the ``analysis.data`` protocol.
+
+    Evaluation = the first ``cfg.eval_samples`` permuted windows (as ``analyze`` with the same
+    seed and length); training = the calibration split, as many following windows as the run
+    consumes (steps × batch × accumulation), capped by what the text holds.
+    """
+    check_context(cfg.seq_len, max_positions)
+    stream, meta = read_stream(tokenizer, data_cfg)
+    free = len(stream) // cfg.seq_len - cfg.eval_samples
+    wanted = cfg.steps * cfg.batch_size * cfg.grad_accum
+    data_cfg = replace(data_cfg, seq_len=cfg.seq_len, eval_samples=cfg.eval_samples,
+                       calib_samples=max(1, min(wanted, free)))
+    return make_splits(stream, data_cfg, meta)
+
+
+def _data_hash(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _resume(trainer: Trainer, out_dir: Path, resume: bool, data: str) -> None:
+    """Load the checkpoint into ``trainer`` when resuming (its config and data must match)."""
+    if (out_dir / CHECKPOINT / TRAINER).exists() and not resume:
+        raise MinitronError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it "
+                            "or choose another --out")
+    saved = load_checkpoint(out_dir, trainer.student, trainer.opt, trainer.sched, trainer.device) if resume else None
+    if saved is None:
+        return
+    if saved.get("data") != data:
+        raise MinitronError(f"cannot resume {out_dir}: the training or held-out windows differ from the "
+                            "checkpoint's (same --data, --seq-len, --eval-samples and --data-seed needed)")
+    changed = [k for k in TRAJECTORY_FIELDS if saved["config"].get(k) != getattr(trainer.cfg, k)]
+    if changed:
+        was = ", ".join(f"{k}={saved['config'][k]}" for k in changed)
+        raise MinitronError(f"cannot resume {out_dir}: {', '.join(changed)} differ from the checkpoint's ({was})")
+    trainer.state = TrainState(**{k: saved[k] for k in ("step", "history", "evals", "elapsed_s")})
+
+
+def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig,
+            out_dir: str | Path, *, resume: bool = False, progress: bool = True, tokenizer=None,
+            meta: dict | None = None, carry: tuple[Path, ...] = (), stop_after: int | None = None,
+            finalize: Finalize | None = None) -> DistillResult:
+    """Train ``student`` toward ``teacher`` on ``train_ids`` (N, T); evaluate on ``eval_ids`` (M, T).
+
+    Writes ``out_dir/checkpoint``, ``out_dir/model`` and ``out_dir/distill.json`` (module docstring);
+    ``meta`` (provenance) goes into distill.json; ``carry`` files (the student's ``prune_recipe.json``)
+    are copied into the model directory; ``finalize`` runs on the staged model directory (the card).
+    ``resume`` without a checkpoint starts afresh. ``stop_after=k`` checkpoints after step k and
+    returns unfinished, as an interruption would.
+    """
+    out_dir = Path(out_dir)
+    trainer = Trainer(teacher, student, train_ids, eval_ids, cfg)
+    data = _data_hash(train_ids, trainer.eval_ids)
+    _resume(trainer, out_dir, resume, data)
+
+    def checkpoint(t: Trainer) -> bool:
+        stop = t.state.step == stop_after
+        if due(t.state.step, cfg.checkpoint_every, cfg) or stop:
+            save_checkpoint(out_dir, t.student, t.opt, t.sched, asdict(t.state) | {"config": asdict(cfg), "data": data})
+        return stop
+
+    if not trainer.run(after_step=checkpoint, progress=progress):
+        st = trainer.state
+        return DistillResult(out_dir, None, st.history, st.evals, finished=False)
+    record = trainer.record() | {"versions": versions()} | (meta or {})
+    if generation := getattr(student, "generation_config", None) or getattr(teacher, "generation_config", None):
+        student.generation_config = generation
+    model_dir = save_model_dir(student, out_dir / MODEL_DIR, tokenizer, documents={RESULT: record}, files=carry,
+                               finalize=finalize)
+    write_json(out_dir / RESULT, record)
+    return DistillResult(out_dir, model_dir, trainer.state.history, trainer.state.evals, record["final"])
+
+
+@dataclass
+class DistillJob:
+    """One ``distill`` command: which models, which text, how to train, where to write."""
+
+    student: LoadConfig  # the model to train (loaded in float32)
+    teacher: LoadConfig  # the model to match
+    data: DataConfig  # text source and window seed (``--data-seed``)
+    train: DistillConfig  # the training recipe
+    out: Path | None = None  # output directory (None: runs/distill/<student>-<mode>)
+    resume: bool = False  # continue the checkpoint in ``out``
+
+
+def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None) -> DistillResult:
+    """Load both models, cut the windows, train and export; the ``distill`` command's whole pipeline."""
+    t = load_model(job.teacher)
+    s = load_model(job.student)
+    check_compatible(t.model, s.model, (t.tokenizer, s.tokenizer))
+    tokenizer = t.tokenizer or s.tokenizer
+    if tokenizer is None:
+        raise MinitronError("neither teacher nor student directory has a tokenizer; the data cannot be tokenized")
+    cfg = job.train
+    splits = training_splits(tokenizer, job.data, cfg, getattr(s.model.config, "max_position_embeddings", None))
+    out_dir = Path(job.out or f"runs/distill/{s.name}-{cfg.mode}")
+    if console:
+        console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
+                      f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
+    recipe = Path(job.student.model) / RECIPE  # written by `prune`; the card reads it
+    return distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=job.resume, tokenizer=tokenizer,
+                   meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta},
+                   carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
