@@ -299,6 +299,7 @@ def prune(
     download: Download = False,
 ):
     """Minitron-style structured pruning into a plain Hugging Face model directory."""
+    from analysis.core.io import check_output
     from analysis.data import DataConfig
     from analysis.pruning.export import export_config, export_model
     from analysis.pruning.pipeline import PruneConfig
@@ -308,6 +309,7 @@ def prune(
 
     if depth_metric not in DEPTH_METRICS:
         raise MinitronError(f"unknown --depth-metric '{depth_metric}'; choose from {', '.join(DEPTH_METRICS)}")
+    check_output(out, force)  # before any work
     cfg = PruneConfig(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,

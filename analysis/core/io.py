@@ -6,6 +6,9 @@
   staged_files(target)      a temporary directory whose files move into ``target`` one rename each
                             (for adding files to a directory that holds other things, e.g. a card)
 
+The output contract for user-facing directories: ``check_output`` before computing (new, empty or
+made by us, else ``--force``; writable), ``output_dir`` to write one (marker file, foreign files kept).
+
 On any exception the temporary file or directory is removed and the target is left as it was.
 Temporaries are hidden siblings (``.<name>.tmp-*``) so a rename never crosses file systems.
 """
@@ -96,10 +99,76 @@ def staged_files(target: str | Path, last: str | None = None) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def refuse_nonempty(target: str | Path, force: bool) -> None:
-    """Raise unless ``target`` is absent or an empty directory, or ``force`` allows replacing it."""
+# --- the output contract ------------------------------------------------------------------------------
+MARKER = ".minitron-lab.json"  # in every directory a command made: which files it wrote
+
+
+def _marker_files(target: Path) -> set[str] | None:
+    """Relative names of the files our marker lists, or None when ``target`` holds no readable marker."""
+    try:
+        doc = json.loads((target / MARKER).read_text())
+        return set(doc["files"]) if doc.get("tool") == "minitron-lab" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _writable(target: Path) -> None:
+    """Create and remove a file where ``target`` would be created, so a read-only place fails before any work."""
+    from analysis.core.errors import MinitronError
+
+    probe_dir = target if target.is_dir() else next((p for p in target.parents if p.exists()), Path("."))
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=".minitron-lab-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MinitronError(f"cannot write to {target}: {exc.strerror or exc}") from None
+
+
+def check_output(target: str | Path, force: bool = False) -> Path:
+    """May a command write its output directory ``target``? Checked before any computation.
+
+    Allowed: a new path, an empty directory, or a directory this toolkit made (its marker file is
+    there). Anything else is refused unless ``force``; even then only the files the command writes are
+    replaced, nothing else in the directory is touched. A path that is a file is always refused, and
+    so is a place that cannot be written to.
+    """
     from analysis.core.errors import MinitronError
 
     target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
-        raise MinitronError(f"{target} already exists and is not empty; pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise MinitronError(f"{target} is a file; the output must be a directory (new, empty, or made by minitron-lab)")
+    if target.is_dir() and any(target.iterdir()) and _marker_files(target) is None and not force:
+        raise MinitronError(f"{target} is not empty and was not made by minitron-lab; choose a new directory, "
+                            "or pass --force to write into it (only the files this command makes are replaced)")
+    _writable(target)
+    return target
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no bytes copied; the original stays if anything fails later), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@contextmanager
+def output_dir(target: str | Path, command: str) -> Iterator[Path]:
+    """Yield a staging directory that becomes the output ``target`` atomically, with the marker.
+
+    Files already in ``target`` that the toolkit did not make (not in its marker) are carried into the
+    new directory untouched; files it made before are replaced. Call ``check_output`` first.
+    """
+    target = Path(target)
+    with atomic_dir(target) as stage:
+        yield stage
+        ours = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        if target.is_dir():
+            made = _marker_files(target) or set()
+            for p in sorted(target.rglob("*")):
+                rel = str(p.relative_to(target))
+                if p.is_file() and rel not in made and rel != MARKER and not (stage / rel).exists():
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(p, stage / rel)
+        write_json(stage / MARKER, {"tool": "minitron-lab", "command": command, "files": ours})

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from analysis.core import distributed as dd
 from analysis.core.errors import MinitronError
+from analysis.core.io import check_output
 from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
@@ -323,6 +324,8 @@ def _cached(run_dir: Path, key: str) -> bool:
 
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     t_start = time.perf_counter()
+    if out is not None:  # before any work: a refused or unwritable --out costs nothing
+        check_output(out, force)
     lm = load_model(cfg.load)
     t_load = time.perf_counter() - t_start
     parse_batch_size(cfg.batch_size)  # fail fast on a bad value, before any data work

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from analysis.core.errors import MinitronError
-from analysis.core.io import atomic_dir, write_json
+from analysis.core.io import output_dir, write_json
 
 TENSORS = "importance.safetensors"
 METRICS = "metrics.json"
@@ -48,11 +48,11 @@ class RunResult:
 
 
 def write_run(path: Path, tensors: dict[str, torch.Tensor], metrics: dict) -> Path:
-    """Write a run directory atomically (temp dir in the same parent, then rename)."""
+    """Write a run directory atomically under the output contract (``analysis.core.io.output_dir``)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    with atomic_dir(path) as tmp:
+    with output_dir(path, "analyze") as tmp:
         save_file({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
         write_json(tmp / METRICS, metrics, default=_jsonable)
     return path

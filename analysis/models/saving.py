@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from analysis.core.io import atomic_dir, write_json
+from analysis.core.io import output_dir, write_json
 
 Finalize = Callable[[Path, Path], None]  # (staged directory, final directory) -> None
 
@@ -27,10 +27,13 @@ def _extras(stage: Path, documents: dict[str, dict] | None, files: Iterable[Path
 
 
 def save_model_dir(model, out: str | Path, tokenizer=None, documents: dict[str, dict] | None = None,
-                   files: Iterable[Path] = (), finalize: Finalize | None = None) -> Path:
-    """config + safetensors + generation config (+ tokenizer, documents, files) into ``out``."""
+                   files: Iterable[Path] = (), finalize: Finalize | None = None, command: str = "save") -> Path:
+    """config + safetensors + generation config (+ tokenizer, documents, files) into ``out``.
+
+    Written under the output contract (``analysis.core.io.output_dir``); ``command`` names the writer.
+    """
     out = Path(out)
-    with atomic_dir(out) as stage:
+    with output_dir(out, command) as stage:
         model.save_pretrained(stage)  # safetensors; records tied weights the way from_pretrained expects
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(stage)
@@ -42,10 +45,10 @@ def save_model_dir(model, out: str | Path, tokenizer=None, documents: dict[str, 
     return out
 
 
-def save_config_dir(config, out: str | Path, documents: dict[str, dict] | None = None) -> Path:
+def save_config_dir(config, out: str | Path, documents: dict[str, dict] | None = None, command: str = "save") -> Path:
     """Shapes only: config.json (and documents), no weights."""
     out = Path(out)
-    with atomic_dir(out) as stage:
+    with output_dir(out, command) as stage:
         config.save_pretrained(stage)
         _extras(stage, documents, ())
     return out

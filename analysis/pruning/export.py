@@ -2,14 +2,15 @@
 
 Layout: ``analysis.models.saving`` (config, safetensors, generation config, tokenizer) plus the recipe;
 the CLI adds the model card through ``finalize``. A dry run writes only config.json and the recipe.
-An existing non-empty ``out`` is replaced only with ``force``; an error never leaves a half-written model.
+``out`` follows the output contract (``analysis.core.io.check_output``); an error never leaves a
+half-written model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.core.io import refuse_nonempty
+from analysis.core.io import check_output
 from analysis.models.saving import Finalize, save_config_dir, save_model_dir
 
 RECIPE = "prune_recipe.json"
@@ -27,11 +28,12 @@ def _checked(recipe: dict) -> dict:
 def export_model(model, tokenizer, out: str | Path, recipe: dict, force: bool = False,
                  finalize: Finalize | None = None) -> Path:
     """The pruned model, its tokenizer and the recipe into ``out``."""
-    refuse_nonempty(out, force)
-    return save_model_dir(model, out, tokenizer, documents={RECIPE: _checked(recipe)}, finalize=finalize)
+    check_output(out, force)
+    return save_model_dir(model, out, tokenizer, documents={RECIPE: _checked(recipe)}, finalize=finalize,
+                          command="prune")
 
 
 def export_config(config, out: str | Path, recipe: dict, force: bool = False) -> Path:
     """Dry run: only config.json and the recipe, no weights."""
-    refuse_nonempty(out, force)
-    return save_config_dir(config, out, documents={RECIPE: _checked(recipe)})
+    check_output(out, force)
+    return save_config_dir(config, out, documents={RECIPE: _checked(recipe)}, command="prune")

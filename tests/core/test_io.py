@@ -7,7 +7,15 @@ import json
 import pytest
 
 from analysis.core.errors import MinitronError
-from analysis.core.io import atomic_dir, atomic_file, refuse_nonempty, staged_files, write_json
+from analysis.core.io import (
+    MARKER,
+    atomic_dir,
+    atomic_file,
+    check_output,
+    output_dir,
+    staged_files,
+    write_json,
+)
 
 
 class Boom(Exception):
@@ -56,11 +64,50 @@ def test_staged_files_add_to_a_directory_the_named_file_last(tmp_path):
     assert (target / "README.md").read_text() == "card" and [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
-def test_refuse_nonempty(tmp_path):
-    refuse_nonempty(tmp_path / "new", force=False)
+def test_check_output_allows_new_empty_and_ours_refuses_the_rest(tmp_path):
+    check_output(tmp_path / "new" / "deeper")
     (tmp_path / "empty").mkdir()
-    refuse_nonempty(tmp_path / "empty", force=False)
+    check_output(tmp_path / "empty")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(MinitronError, match="--force"):
-        refuse_nonempty(tmp_path / "file", force=False)
-    refuse_nonempty(tmp_path / "file", force=True)
+    with pytest.raises(MinitronError, match="is a file"):
+        check_output(tmp_path / "file", force=True)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "thesis.tex").write_text("mine")
+    with pytest.raises(MinitronError, match="not made by minitron-lab.*--force"):
+        check_output(tmp_path / "theirs")
+    check_output(tmp_path / "theirs", force=True)
+    with output_dir(tmp_path / "ours", "test") as stage:
+        (stage / "a.json").write_text("{}")
+    check_output(tmp_path / "ours")  # made by us: no --force needed
+
+
+def test_output_dir_replaces_only_what_it_made(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "thesis.tex").write_text("mine")
+    with output_dir(target, "test") as stage:
+        (stage / "metrics.json").write_text("1")
+        (stage / "figures").mkdir()
+        (stage / "figures" / "a.png").write_text("png")
+    (target / "notes.txt").write_text("added later")
+    with output_dir(target, "test") as stage:
+        (stage / "metrics.json").write_text("2")
+    files = {str(p.relative_to(target)): p.read_text() for p in target.rglob("*") if p.is_file()}
+    assert {k: v for k, v in files.items() if k != MARKER} == {"thesis.tex": "mine", "notes.txt": "added later",
+                                                               "metrics.json": "2"}
+    assert json.loads(files[MARKER])["files"] == ["metrics.json"]
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: nothing to test here
+            pytest.skip("running as a user that can write anywhere")
+        with pytest.raises(MinitronError, match="cannot write"):
+            check_output(locked / "run")
+    finally:
+        locked.chmod(0o700)

@@ -14,7 +14,7 @@ def test_dry_run_and_impossible_target(tmp_path):
     r = run_cli("prune", "--model", "15B", "--target", "4B", "--dry-run", "--out", tmp_path / "4b")
     assert r.code == 0, r.err
     assert "params: 4190509056 (4.191B)" in r.out
-    assert sorted(p.name for p in (tmp_path / "4b").iterdir()) == ["config.json", "prune_recipe.json"]
+    assert sorted(p.name for p in (tmp_path / "4b").iterdir()) == [".minitron-lab.json", "config.json", "prune_recipe.json"]
     r = run_cli("prune", "--model", "15B", "--heads", "44", "--dry-run", "--out", tmp_path / "bad")
     assert r.code == 2 and r.err.strip().count("\n") == 0 and "multiple of the 8 kv heads" in r.err
     assert not (tmp_path / "bad").exists()
