@@ -42,7 +42,8 @@ Device = Annotated[str, typer.Option("--device", help="auto (CUDA if present), c
 RandomInit = Annotated[bool, typer.Option("--random-init", help="random weights (shape, memory and speed work)")]
 Seed = Annotated[int, typer.Option("--seed", help="seed of the window permutation")]
 SeqLen = Annotated[int, typer.Option("--seq-len", help="tokens per window")]
-Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA)")]
+Compile = Annotated[str, typer.Option(
+    "--compile", help="auto (regional on CUDA, off on CPU), off, regional (one compiled decoder layer), full")]
 Force = Annotated[bool, typer.Option("--force", help="replace an existing output")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="run model code shipped with a checkpoint")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="accept .bin (pickle) weights")]
@@ -106,7 +107,7 @@ def analyze(
     dtype: Dtype = "auto",
     device: Device = "auto",
     device_map: Annotated[str | None, typer.Option("--device-map", help="auto: spread a model too big for one GPU")] = None,
-    compile: Compile = None,
+    compile: Compile = "auto",
     random_init: RandomInit = False,
     seed: Seed = 0,
     out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/<model>/<run-id>)")] = None,
@@ -149,7 +150,8 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", help="untimed steps first (the first holds compile time)")] = 2,
     dtype: Dtype = "auto",
     device: Device = "auto",
-    compile: Compile = None,
+    compile: Annotated[str, typer.Option(
+        "--compile", help="variants besides eager: auto (regional on CUDA), regional, full, all, off")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
 ):
     """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""

@@ -162,3 +162,32 @@ def tree(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` (relative name -> bytes): compare before and after to prove nothing changed."""
     path = Path(path)
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --- a second device on a CPU-only machine ----------------------------------------------------------
+class ElsewhereTensor(torch.Tensor):
+    """A CPU tensor that behaves as if it lived on another device (an accelerator on CI, which has none).
+
+    As with CUDA, an operation mixing it with a plain CPU tensor of one or more dimensions raises;
+    ``.cpu()`` and ``.to("cpu")`` return a plain tensor. Results of operations on it stay "elsewhere".
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        leaving = name == "cpu" or (name == "to" and any(str(a) == "cpu" for a in [*args[1:], kwargs.get("device")]))
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        here = [t for t in tensors if not isinstance(t, cls) and t.dim() > 0]
+        if not leaving and here and len(here) < len(tensors):
+            raise RuntimeError(f"{func.__name__}: expected all tensors to be on the same device, but found at "
+                               "least two devices, elsewhere and cpu")
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if leaving:  # on a CPU-backed stand-in, .cpu() returns the object itself: hand back a plain view
+            return out.as_subclass(torch.Tensor)
+        return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.as_subclass(cls), out)
+
+
+def elsewhere(t: torch.Tensor) -> torch.Tensor:
+    return t.as_subclass(ElsewhereTensor)

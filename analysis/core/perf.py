@@ -67,6 +67,27 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
 
 
 # --- torch.compile bookkeeping --------------------------------------------------------------------
+COMPILE_MODES = ("auto", "off", "regional", "full")  # see DecoderAdapter.forward
+
+
+def resolve_compile(mode: str | bool | None, device: torch.device, device_map: str | None = None) -> str:
+    """The compile mode to use: ``auto`` is ``regional`` on one CUDA device and ``off`` elsewhere.
+
+    The rule, measured on an H200 (README, GPU section): compiling the whole backbone under torch
+    < 2.14 makes transformers materialise the causal mask, so attention loses its flash kernel and
+    the compiled model is slower than eager; compiling each decoder layer keeps the mask out of the
+    graph, shares one graph across layers and fuses the statistics into it. On CPU, inductor's C++
+    compile costs minutes and buys little, and a ``device_map`` model spans devices.
+    """
+    if mode is True:  # pre-mode API: compile meant the whole backbone
+        mode = "full"
+    elif mode is False or mode is None:
+        mode = "off" if mode is False else "auto"
+    if mode not in COMPILE_MODES:
+        raise MinitronError(f"unknown --compile '{mode}'; choose from {', '.join(COMPILE_MODES)}")
+    if mode == "auto":
+        return "regional" if device.type == "cuda" and not device_map else "off"
+    return mode
 @dataclass
 class CompileCounts:
     """Graphs and graph breaks dynamo produced while the context was open."""

@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from analysis.core import distributed as dd
 from analysis.core.errors import MinitronError
 from analysis.core.io import check_output
-from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
+from analysis.core.perf import (
+    auto_batch_size,
+    count_compiles,
+    hooks_guarded,
+    parse_batch_size,
+    resolve_compile,
+    synchronize,
+)
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.evaluation.loss import PROTOCOL
@@ -51,7 +58,7 @@ class AnalysisConfig:
     max_batch_size: int | None = None  # cap for "auto" (None: perf.AUTO_CAP_CUDA / AUTO_CAP_CPU)
     block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # contiguous block sizes for drop losses / angular distance
     pre_activation: bool = False  # neuron importance before the MLP activation (paper's X W1^T)
-    compile: bool | None = None  # torch.compile the calibration forward (None: on for one CUDA device)
+    compile: str = "auto"  # auto | off | regional | full (analysis.core.perf.resolve_compile)
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
     sensitivity: bool = True  # compute drop-block losses (the expensive part on CPU)
 
@@ -102,7 +109,7 @@ def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, 
         t0 = time.perf_counter()
         collector = Collector(ad, block_sizes, pre_activation, device=device)
         with collector.collecting(), torch.no_grad():
-            collector.seq_len = seq_len
+            collector.begin(b, seq_len)
             ad.backbone(input_ids=ids, use_cache=False)
             collector.fold(b)
         if evaluate:
@@ -148,35 +155,28 @@ class AnalysisRun:
                                self.cfg.pre_activation, evaluate=splits.eval.shape[0] > 0 and self.cfg.sensitivity)
         return min(dd.gather(auto_batch_size(probe, self.device, limit, self.cfg.max_batch_size), self.d))
 
-    def _compiled(self) -> bool:
-        if self.cfg.compile is not None:
-            return self.cfg.compile
-        return self.device.type == "cuda" and not self.cfg.load.device_map
-
     def calibrate(self) -> None:
         """Phase 1: one forward per batch with the importance hooks; fixed shapes when compiled."""
         p, cfg, collector = self.progress, self.cfg, self.collector
         batches = dd.shard(_batches(self.splits.calib, p.batch_size), self.d)
-        use_compile = self._compiled()
-        forward = torch.compile(self.ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile \
-            else self.ad.backbone
+        mode = resolve_compile(cfg.compile, self.device, cfg.load.device_map)
         t0 = time.perf_counter()
-        with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
+        with collector.collecting(fuse=mode == "regional"), torch.no_grad(), hooks_guarded(), \
+                self.ad.forward(mode, cfg.compile_backend) as forward, count_compiles() as counts:
             for b in tqdm(range(p.calib_done, len(batches)), desc="calibration", unit="batch",
                           initial=p.calib_done, total=len(batches), disable=not self.d.is_main):
                 ids = batches[b].to(self.device)
                 valid = ids.shape[0]
-                if use_compile and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
+                if mode != "off" and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
                     ids = torch.cat([ids, ids[:1].expand(p.batch_size - valid, -1)])
-                collector.seq_len = ids.shape[1]
+                collector.begin(*ids.shape)
                 forward(input_ids=ids, use_cache=False)
                 collector.fold(valid)
                 p.calib_done = b + 1
                 self._batch_done()
         p.calib_s += time.perf_counter() - t0
-        if use_compile:
-            p.compile = {"backend": cfg.compile_backend, "graphs": counts.graphs,
-                         "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
+        p.compile = {"requested": str(cfg.compile), "mode": mode, "backend": cfg.compile_backend if mode != "off" else None,
+                     "graphs": counts.graphs, "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
 
     def evaluate(self) -> None:
         """Phase 2: full-model NLL and drop-block NLL per held-out batch, prefix reused."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from analysis.importance.results import AGGREGATIONS
+
 
 def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample reductions over the sequence axis.
@@ -29,6 +31,12 @@ def seq_reduce(x: torch.Tensor) -> dict[str, torch.Tensor]:
         "l2": (x.shape[1] * (var + mean.square())).sqrt(),
         "var": var,
     }
+
+
+def seq_stats(x: torch.Tensor) -> torch.Tensor:
+    """``seq_reduce`` stacked in ``AGGREGATIONS`` order: (B, T, C) -> (B, S, C) float32."""
+    r = seq_reduce(x)
+    return torch.stack([r[s] for s in AGGREGATIONS], dim=1)
 
 
 class BatchAggregator:
