@@ -16,28 +16,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def train_tokenizer(vocab: int):
-    """A byte-level BPE with ``vocab`` entries, trained on Python's own documentation."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from analysis.data import pydoc_documents
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(pydoc_documents(), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-
-
 def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
     from analysis.models.configs import to_hf_config
     from analysis.models.registry import get
+    from tests.helpers import train_bpe
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
@@ -49,7 +34,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    tokenizer = train_tokenizer(args.vocab)
+    tokenizer = train_bpe(args.vocab)
     arch = get("15B").arch.replace(layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
                                    head_dim=args.hidden // args.heads, mlp=args.mlp, vocab=len(tokenizer))
     torch.manual_seed(args.seed)

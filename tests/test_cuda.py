@@ -64,8 +64,8 @@ def test_training_on_cuda_lowers_kl_in_bf16_autocast():
     assert heldout(student, random_ids(89, 4)).tokens == 4 * 15
 
 
-def test_bench_on_cuda_every_variant(tiny_dirs):
-    d, _ = tiny_dirs["llama"]
+def test_bench_on_cuda_every_variant(bpe_dir):
+    d, _ = bpe_dir
     r = run_bench(BenchConfig(load=LoadConfig(model=str(d), device="cuda"), seq_len=32, batch_size=2, steps=2,
                               warmup=1, compile="all", matmul_size=256))
     assert set(r["modes"]) == {f"{k}/{v}" for k in ("plain", "analysis") for v in ("off", "regional", "full")}

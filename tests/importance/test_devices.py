@@ -27,8 +27,8 @@ def test_the_stand_in_device_is_strict():
     assert type(a.sum() + torch.tensor(1.0)) is ElsewhereTensor  # 0-d CPU tensors mix, as with CUDA
 
 
-def _run(tiny_dirs, tmp_path) -> AnalysisRun:
-    d, _ = tiny_dirs["llama"]
+def _run(bpe_dir, tmp_path) -> AnalysisRun:
+    d, _ = bpe_dir
     cfg = AnalysisConfig(load=LoadConfig(model=str(d), device="cpu"), data=DATA, batch_size=2, block_sizes=(1, 2))
     lm = load_model(cfg.load)
     splits, note = splits_for(lm, cfg.data)
@@ -39,13 +39,13 @@ def _run(tiny_dirs, tmp_path) -> AnalysisRun:
     return run
 
 
-def test_post_pass_code_sees_only_cpu_tensors(tiny_dirs, tmp_path):
+def test_post_pass_code_sees_only_cpu_tensors(bpe_dir, tmp_path):
     """The running statistics live "elsewhere" after the pass; metrics, summaries and writers still work.
 
     Before the boundary existed, spearman(block importance on the device, drop loss on the CPU) crashed
     at the very end of a GPU analyze.
     """
-    run = _run(tiny_dirs, tmp_path)
+    run = _run(bpe_dir, tmp_path)
     for stat in run.collector._stats().values():
         for name, t in stat.state().items():
             if name != "n":
@@ -58,10 +58,10 @@ def test_post_pass_code_sees_only_cpu_tensors(tiny_dirs, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compile", ["off", "regional"])
-def test_analyze_on_cuda_matches_cpu(tiny_dirs, tmp_path, compile):
+def test_analyze_on_cuda_matches_cpu(bpe_dir, tmp_path, compile):
     from analysis.importance.pipeline import run_analysis
 
-    d, _ = tiny_dirs["llama"]
+    d, _ = bpe_dir
 
     def cfg(device):
         return AnalysisConfig(load=LoadConfig(model=str(d), device=device, dtype="float32"), data=DATA,
