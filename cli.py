@@ -237,7 +237,7 @@ def distill(
     clm_weight: Annotated[float, typer.Option("--clm-weight", help="weight of next-token cross-entropy")] = 0.0,
     finetune: Annotated[bool, typer.Option("--finetune", help="plain CLM fine-tuning (kd 0, clm 1)")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", help="held-out evaluation every N steps (0: ends)")] = 20,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows")] = 8,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows (the evaluation split, never trained on)")] = 8,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="checkpoint every N steps")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="order of training windows")] = 0,
     data_seed: Annotated[int, typer.Option("--data-seed", help="window permutation, as analyze --seed")] = 0,
@@ -285,7 +285,10 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
     data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
     samples: Annotated[int, typer.Option("--samples", help="calibration samples (on-the-fly analysis)")] = 32,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out samples for perplexity")] = 8,
+    select_samples: Annotated[int, typer.Option(
+        "--select-samples", help="selection samples: drop-layer losses of the on-the-fly analysis")] = 8,
+    eval_samples: Annotated[int, typer.Option(
+        "--eval-samples", help="evaluation samples for perplexity (disjoint from the analysis's)")] = 8,
     seq_len: SeqLen = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="samples per forward")] = 8,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="zero-shot perplexity before and after")] = True,
@@ -314,7 +317,8 @@ def prune(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
         run=run, depth_metric=depth_metric, aggregation=aggregation, evaluate=evaluate, batch_size=batch_size,
-        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
+        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=select_samples,
+                        test_samples=eval_samples, seed=seed),
     )
     if dry_run:
         config, recipe = shapes_only(cfg)
