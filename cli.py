@@ -10,6 +10,8 @@
     python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
     python cli.py prune --model TEACHER [--target 8B | --hidden H --ffn F --heads N --layers L] --out DIR
     python cli.py search --model 15B --params 8B [--tolerance 0.05]
+    python cli.py experiment NAME [--seeds N] [--small] [--estimate]
+    python cli.py experiment --report [--check]
 """
 
 from __future__ import annotations
@@ -380,6 +382,45 @@ def _print_candidates(candidates, budget: float, losses) -> None:
         table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
     _wide().print(table)
     print(f"{len(candidates)} candidates")
+
+
+@app.command()
+def experiment(
+    name: Annotated[str | None, typer.Argument(
+        help="all, layer-drop, aggregation, pruning-axes or distill-vs-finetune")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="window draws (and training orders); default 3")] = None,
+    small: Annotated[bool, typer.Option("--small", help="CI scale: a ~5M-parameter cut of the default, seconds")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print the plan and its time estimate, run nothing")] = False,
+    report: Annotated[bool, typer.Option("--report", help="regenerate the README's results section from --out")] = False,
+    check: Annotated[bool, typer.Option("--check", help="with --report: exit 1 if the README is out of date")] = False,
+    out: Annotated[str, typer.Option("--out", help="results directory (one JSON per experiment)")] = "notebooks/results",
+    runs: Annotated[str, typer.Option("--runs", help="analysis runs, reused between calls")] = "notebooks/out/runs",
+    readme: Annotated[str, typer.Option("--readme", help="the README whose results section --report writes")] = "README.md",
+    force: Force = False,
+):
+    """Rerun the paper's experiments over seeds (results as JSON), or regenerate the README's results from them."""
+    if report:
+        from analysis.experiments.report import update_readme
+
+        changed = update_readme(readme, out, check=check)
+        if check and changed:
+            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report")
+            raise typer.Exit(1)
+        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}")
+        return
+    if name is None:
+        raise MinitronError("name an experiment (all, layer-drop, aggregation, pruning-axes, distill-vs-finetune) "
+                            "or pass --report")
+    from analysis.experiments.runner import resolve_names, run_experiments
+    from analysis.experiments.setup import scale
+
+    sc = scale(small)
+    names = resolve_names(name)
+    for path in run_experiments(names, sc, sc.seeds if seeds is None else seeds, runs=runs, out=out, force=force,
+                                console=console, estimate_only=estimate):
+        print(path)
+    if not estimate:
+        console.print("README: python cli.py experiment --report")
 
 
 def _click_exceptions():
