@@ -404,9 +404,9 @@ def experiment(
 
         changed = update_readme(readme, out, check=check)
         if check and changed:
-            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report")
+            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report", soft_wrap=True)
             raise typer.Exit(1)
-        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}")
+        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}", soft_wrap=True)
         return
     if name is None:
         raise MinitronError("name an experiment (all, layer-drop, aggregation, pruning-axes, distill-vs-finetune) "

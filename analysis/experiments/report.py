@@ -63,7 +63,7 @@ def _ordinal(n: int | None) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 # --- the header: teacher, protocol, times ---------------------------------------------------------------------
@@ -97,9 +97,10 @@ def _header(docs: dict[str, dict]) -> list[str]:
         if name in docs:
             d = docs[name]
             t = d["timing"]
-            runs = ", ".join(f"{s / 60:.1f}" for s in t["analysis_s"])
+            runs = ", ".join(_minutes(s) for s in t["analysis_s"])
             lines.append(f"| `{name}` | {d['reproduces']} | {len(d['seeds'])} | {_minutes(t['elapsed_s'])} | "
-                         f"{runs} min | {t['cpu_count']} CPU cores, {t['torch_threads']} threads | "
+                         f"{runs} | {t['cpu_count']} CPU cores, {t['torch_threads']} thread"
+                         f"{'s' if t['torch_threads'] > 1 else ''} | "
                          f"`{(d['git_commit'] or 'unknown')[:12]}` |")
         else:
             lines.append(f"| `{name}` | | | pending: `python cli.py experiment {name}` | | | |")
@@ -150,7 +151,7 @@ def _aggregation(doc: dict) -> list[str]:
         paper = s["targets"][names[0]]["rows"][i]
         lines.append(f"| {agg}{' (paper’s choice)' if agg == 'l2_mean' else ''} | " + " | ".join(cells) +
                      f" | {paper['paper_loss']:.2f} ({_ordinal(paper['paper_rank'])}) |")
-    lines.append("| Spearman ρ with the paper's order (rows below ln |V|) | " +
+    lines.append("| Spearman ρ with the paper's order (rows not collapsed) | " +
                  " | ".join(_iv(s["targets"][n]["spearman"], sign=True) if s["targets"][n]["spearman"] else "n/a"
                             for n in names) + " | |")
     lines.append("")
@@ -158,7 +159,7 @@ def _aggregation(doc: dict) -> list[str]:
         t = s["targets"][n]
         vs = t["l2_mean_vs_best_other"]
         extra = f"; l2_mean − {vs['b']}: {_iv(vs['diff'], sign=True)}, {vs['words']}" if vs and vs["diff"] else ""
-        lines.append(f"- {n}: {t['live']} of 9 aggregations below ln |V|; the ordering {t['agreement']}{extra}.")
+        lines.append(f"- {n}: {t['live']} of 9 aggregations below ln |V|; {t['agreement']}{extra}.")
     return lines
 
 
@@ -179,7 +180,8 @@ def _axes(doc: dict) -> list[str]:
         v = settings["groups"]["paper"][r["variant"]]
         lines.append(f"| {r['variant']} | {_shape(r['target'])} | {_m(v['params'])} | {_iv(r['zero_shot_loss'])} | "
                      f"{_iv(r['distilled_loss'])} | {_iv(r['distilled_kl'])} | {AXES_LOSS[r['variant']]:.3f} |")
-    lines += ["", "| comparison (loss a − b) | ours after distillation | ours zero-shot | paper | ours vs the paper |",
+    lines += ["", (f"| comparison (loss a − b) | ours after distillation | ours zero-shot | paper, {AXES_TABLE} | "
+              "ours vs the paper |"),
               "|---|---|---|---|---|"]
     for c_after, c_zero in zip(s["comparisons"][::2], s["comparisons"][1::2]):
         lines.append(f"| {c_after['a']} − {c_after['b']} | {_diff(c_after)} | {_diff(c_zero)} | "

@@ -8,7 +8,8 @@ windows (and training order). A quantity measured once per seed, x_1..x_n, is re
 a 95% Student-t interval over seeds. A comparison of two variants uses the same interval on the
 per-seed paired differences d_i = a_i - b_i (the same windows score both), so window-to-window
 noise common to both cancels. A direction ("lower", "agrees") is stated only when the interval
-excludes zero; otherwise the words are "no measurable difference".
+excludes zero; otherwise the words are "no measurable difference". Rank correlations get the same interval, its ends
+clipped to [-1, 1] (``correlation_interval``).
 
 A held-out loss at or above ln |V| is no better than a uniform guess over the vocabulary: such a
 model has collapsed, and its rank among other collapsed models says nothing; ``collapsed`` marks it.
@@ -64,6 +65,17 @@ def interval(values: list[float]) -> Interval:
     return Interval(mean, mean - half, mean + half, n)
 
 
+def correlation_interval(values: list[float]) -> Interval:
+    """The t-interval of per-seed correlations, its ends clipped to [-1, 1] (a correlation cannot leave it).
+
+    Clipping changes only what is printed, never whether zero is excluded. (Fisher's z scale was
+    tried and dropped: one seed with r = 1 sends z to infinity and swamps the others.)
+    """
+    iv = interval(values)
+    clip = (lambda v: None if v is None else max(-1.0, min(1.0, v)))
+    return Interval(iv.mean, clip(iv.lo), clip(iv.hi), iv.n)
+
+
 def paired(a: list[float], b: list[float]) -> Interval:
     """Interval of the per-seed differences a_i - b_i (same seeds, same windows)."""
     if len(a) != len(b):
@@ -79,10 +91,10 @@ def lower_or_not(diff: Interval, a: str, b: str) -> str:
 
 
 def agreement(rho: Interval) -> str:
-    """Words for a rank correlation with the paper's ordering."""
+    """Words for a rank correlation between our order and the paper's."""
     if not rho.excludes_zero:
-        return f"{NO_DIFFERENCE} from no correlation with the paper's ordering"
-    return "agrees with the paper's ordering" if rho.lo > 0 else "runs against the paper's ordering"
+        return f"{NO_DIFFERENCE} from no correlation: no measurable agreement with the paper's order"
+    return "our order agrees with the paper's" if rho.lo > 0 else "our order runs against the paper's"
 
 
 def collapse_threshold(vocab: int) -> float:

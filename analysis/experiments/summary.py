@@ -14,7 +14,14 @@ from collections.abc import Callable
 
 import torch
 
-from analysis.experiments.stats import Interval, agreement, interval, lower_or_not, paired
+from analysis.experiments.stats import (
+    Interval,
+    agreement,
+    correlation_interval,
+    interval,
+    lower_or_not,
+    paired,
+)
 from analysis.importance.metrics import spearman
 from analysis.models.paper import AGGREGATION_LOSS, AXES_LOSS
 
@@ -73,7 +80,7 @@ def layer_drop(doc: dict) -> dict:
     seeds = doc["per_seed"]
     sizes = sorted(seeds[0]["deltas"], key=int)
     out = {"sizes": [int(n) for n in sizes], "blocks": {}, "baseline": interval([s["baseline"] for s in seeds]),
-           "spearman": interval([s["spearman_bi_vs_drop_loss"] for s in seeds])}
+           "spearman": correlation_interval([s["spearman_bi_vs_drop_loss"] for s in seeds])}
     for n in sizes:
         curves = [s["deltas"][n] for s in seeds]  # per seed, per start
         mean_curve = [sum(c[i] for c in curves) / len(curves) for i in range(len(curves[0]))]
@@ -114,14 +121,14 @@ def aggregation(doc: dict) -> dict:
         rho = None
         if len(live) >= 3:
             paper = torch.tensor([_paper_loss(a) for a in live])
-            rho = interval([spearman(torch.tensor([s["targets"][name]["loss"][a] for a in live]), paper)
-                            for s in seeds])
+            rho = correlation_interval([spearman(torch.tensor([s["targets"][name]["loss"][a] for a in live]), paper)
+                                        for s in seeds])
         best_other = min((a for a in live if a != "l2_mean"), key=lambda a: cells[a]["interval"].mean, default=None)
         vs = None if best_other is None else _compare(cells["l2_mean"]["values"], cells[best_other]["values"],
                                                       threshold, "l2_mean", best_other)
         out["targets"][name] = {"target": target, "params": seeds[0]["targets"][name]["params"], "rows": rows,
                                 "live": len(live), "spearman": rho,
-                                "agreement": agreement(rho) if rho else "not ranked: fewer than 3 rows below ln |V|",
+                                "agreement": agreement(rho) if rho else "too few rows below ln |V| to compare orders",
                                 "l2_mean_vs_best_other": vs}
     return out
 

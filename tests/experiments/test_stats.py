@@ -46,9 +46,16 @@ def test_paired_differences_cancel_what_both_share():
 
 
 def test_agreement_words_and_collapse():
-    assert stats.agreement(stats.interval([0.6, 0.7, 0.8])) == "agrees with the paper's ordering"
-    assert stats.agreement(stats.interval([-0.6, -0.7, -0.8])) == "runs against the paper's ordering"
+    assert stats.agreement(stats.interval([0.6, 0.7, 0.8])) == "our order agrees with the paper's"
+    assert stats.agreement(stats.interval([-0.6, -0.7, -0.8])) == "our order runs against the paper's"
     assert stats.agreement(stats.interval([0.5, -0.1, 0.3])).startswith("no measurable difference")
     assert stats.collapse_threshold(49152) == pytest.approx(10.8027, abs=1e-4)
     assert stats.collapsed([3.0, 10.9], 49152) and not stats.collapsed([3.0, 10.7], 49152)
     assert stats.fmt(stats.interval([1.0, 2.0, 3.0])) == "2.00 [-0.48, 4.48]"
+
+
+def test_correlation_intervals_stay_within_minus_one_and_one():
+    rhos = [0.9, 0.2, 0.7]
+    iv, raw = stats.correlation_interval(rhos), stats.interval(rhos)
+    assert raw.hi > 1 and (iv.mean, iv.lo, iv.hi) == (raw.mean, raw.lo, 1.0)
+    assert iv.excludes_zero == raw.excludes_zero

@@ -39,7 +39,7 @@ def test_aggregation_ranks_live_rows_and_correlates_with_the_paper_per_seed():
     assert min(live, key=means.get) == next(a for a in live if rows[a]["rank"] == 1)
     rhos = [scipy_stats.spearmanr([losses[a][k] for a in live], [paper[a] for a in live]).statistic for k in range(3)]
     assert s["spearman"].mean == pytest.approx(sum(rhos) / 3, abs=1e-6)
-    assert s["agreement"] == "agrees with the paper's ordering"
+    assert s["agreement"] == "our order agrees with the paper's"
     assert [r["paper_rank"] for r in s["rows"]] == list(range(1, 10))  # rows in the paper's order
 
 
@@ -48,7 +48,7 @@ def test_too_few_live_rows_are_not_ranked_and_the_table_says_so():
     losses["l2_mean"] = [9.0, 9.1, 9.2]
     doc = aggregation_doc(losses)
     s = summarize(doc)["targets"]["t"]
-    assert s["spearman"] is None and s["agreement"].startswith("not ranked")
+    assert s["spearman"] is None and s["agreement"].startswith("too few rows")
     text = "\n".join(RENDERERS["aggregation"](doc))
     assert "collapsed" in text and "n/a" in text
 
