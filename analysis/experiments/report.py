@@ -169,7 +169,8 @@ def _axes(doc: dict) -> list[str]:
     steps = settings["steps"]
     lines = [(f"**At the paper's shapes ({AXES_TABLE}).** The paper prunes Nemotron-4 15B to ~8B along different "
              "axes and compares the losses after distillation. Here: width = the study target's widths "
-             "(hidden, MLP, heads all 2/3); MLP + heads and depth + width remove as many parameters as that; "
+             "(hidden, MLP, heads all 2/3); MLP + heads and depth + width remove as many parameters as that, with "
+             "heads at 2/3 and the other axes sharing the rest of the budget equally; "
              "depth keeps half the layers (the paper's depth-only model keeps 16 of 32, more parameters than "
              f"width). Then {steps} distillation steps ({settings['batch_size']} windows of "
              f"{doc['scale']['seq_len']} tokens each), evaluated on the evaluation windows; unpruned loss "

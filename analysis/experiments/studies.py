@@ -54,7 +54,8 @@ AXIS_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
 # The paper's pruning-axes comparison (Table 1; ``analysis.models.paper.AXES_LOSS``) at its own shapes,
 # applied to the teacher: name -> (axes pruned, depth metric, shape rule). "study": the widths of the
 # study target (Nemotron-3 8B over Nemotron-4 15B); "half depth": half the layers (the paper's depth-only
-# model keeps 16 of 32); "matched": these axes, removing as many parameters as the study shape does.
+# model keeps 16 of 32); "matched": these axes, removing as many parameters as the study shape does, with
+# heads (when pruned) at the study target's share and the other axes sharing the rest equally.
 PAPER_AXES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "width (mlp+heads+channels)": (("heads", "channels", "mlp"), "bi", "study"),
     "width (mlp+heads)": (("heads", "mlp"), "bi", "matched"),
@@ -106,17 +107,20 @@ def _shrink(arch: Architecture, axis: str, goal: float, total: int) -> Architect
     return arch.replace(**{name: best})
 
 
-def matched_target(teacher: Architecture, axes: tuple[str, ...], fraction: float) -> PruneTarget:
+def matched_target(teacher: Architecture, axes: tuple[str, ...], fraction: float,
+                   start: Architecture | None = None) -> PruneTarget:
     """A target removing ~``fraction`` of the teacher's parameters, shared equally by ``axes``.
 
     Axes shrink in ``AXIS_FIELDS`` order; each aims at its cumulative share of the budget, so the
     last one absorbs the rounding of the others (heads move in steps of a whole head per group).
+    ``start``: an already pruned shape of the teacher; ``axes`` share what it leaves of the budget.
     """
     total = teacher.params()["total"]
+    arch = start or teacher
+    done = total - arch.params()["total"]
     ordered = [a for a in AXIS_FIELDS if a in axes]
-    arch = teacher
     for i, axis in enumerate(ordered):
-        arch = _shrink(arch, axis, fraction * total * (i + 1) / len(ordered), total)
+        arch = _shrink(arch, axis, done + (fraction * total - done) * (i + 1) / len(ordered), total)
     return PruneTarget(hidden=arch.hidden, ffn=arch.mlp, heads=arch.heads, layers=arch.layers)
 
 
@@ -177,8 +181,9 @@ def axes_targets(teacher: Architecture, group: str, fraction: float = 0.1) -> di
             target = replace(study, layers=teacher.layers)
         elif rule == "half depth":
             target = PruneTarget(hidden=teacher.hidden, ffn=teacher.mlp, heads=teacher.heads, layers=teacher.layers // 2)
-        else:
-            target = matched_target(teacher, axes, removed)
+        else:  # heads at the study target's share; the other axes share the rest of the budget equally
+            start = teacher.replace(heads=study.heads) if "heads" in axes else teacher
+            target = matched_target(teacher, tuple(a for a in axes if a != "heads"), removed, start)
         out[name] = {"axes": list(axes), "depth_metric": metric, "target": target}
     return out
 
