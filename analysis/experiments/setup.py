@@ -64,8 +64,8 @@ SMALL = Scale("small", calib_samples=8, select_samples=2, test_samples=3, seq_le
               shrink=PruneTarget(hidden=96, ffn=128, heads=6, layers=6))
 # Sized so that every experiment over 3 seeds finishes within an hour of a 2-core CPU (estimate and
 # measured times in the README; ``python cli.py experiment all --estimate`` prints the estimate).
-FULL = Scale("full", calib_samples=64, select_samples=8, test_samples=12, seq_len=128, block_sizes=(1, 2, 8, 16),
-             steps=20, compare_steps=40, batch_size=2, lr=1e-4, eval_every=20, prune_fraction=0.1)
+FULL = Scale("full", calib_samples=64, select_samples=8, test_samples=10, seq_len=128, block_sizes=(1, 2, 8, 16),
+             steps=16, compare_steps=30, batch_size=2, lr=1e-4, eval_every=15, prune_fraction=0.1)
 
 
 def scale(small: bool) -> Scale:

@@ -12,7 +12,7 @@ from analysis.evaluation.loss import heldout
 from analysis.experiments.runner import run_experiments
 from analysis.experiments.setup import SMALL
 from analysis.models.loading import LoadConfig, load_model
-from tests.helpers import run_cli
+from tests.helpers import cli_subprocess, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SEEDS = 2
@@ -113,3 +113,12 @@ def test_figures_draw_from_the_documents(results):
         assert f"over {SEEDS} seeds" in title and "CI scale" in title
         assert any(ax.get_xlabel() for ax in fig.axes)
         plt.close(fig)
+
+
+@pytest.mark.slow
+def test_experiment_in_a_real_process(tmp_path):
+    r = cli_subprocess("experiment", "layer-drop", "--small", "--seeds", "1", "--runs", tmp_path / "runs",
+                       "--out", tmp_path / "out")
+    assert r.code == 0, r.err
+    assert r.out.strip().endswith("layer-drop.json") and "min on this machine" in r.err
+    assert json.loads((tmp_path / "out" / "layer-drop.json").read_text())["seeds"] == [0]
