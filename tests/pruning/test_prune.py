@@ -244,14 +244,14 @@ def test_prune_with_a_run_cut_at_another_length_avoids_its_windows(tiny_dirs, tm
 
     directory, _ = tiny_dirs["nemotron"]
     load = LoadConfig(model=str(directory), device="cpu")
-    run_dir = run_analysis(AnalysisConfig(load=load, data=DataConfig(seq_len=24, calib_samples=200, eval_samples=100,
+    run_dir = run_analysis(AnalysisConfig(load=load, data=DataConfig(seq_len=24, calib_samples=100, eval_samples=50,
                                                                      seed=5), block_sizes=(1,), batch_size=50,
                                           sensitivity=False), out=tmp_path / "run")
     run = load_run(run_dir).metrics["data"]
-    data = DataConfig(seq_len=16, calib_samples=0, eval_samples=0, test_samples=40, seed=0)
+    data = DataConfig(seq_len=16, calib_samples=0, eval_samples=0, test_samples=80, seed=0)
     _, _, recipe = prune(PruneConfig(load=load, target=PruneTarget(ffn=24), run=str(run_dir), data=data, batch_size=8))
     test = _token_spans(recipe["splits"]["evaluation"]["windows"], 16)
-    assert len(test) == 40
+    assert len(test) == 80
     assert _disjoint(test, _token_spans(run["calib_windows"] + run["eval_windows"], 24))
     # without the run's windows to avoid, the same seed would have picked some of them: the check did work
     from analysis.data import make_splits
