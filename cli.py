@@ -10,6 +10,8 @@
     python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
     python cli.py prune --model TEACHER [--target 8B | --hidden H --ffn F --heads N --layers L] --out DIR
     python cli.py search --model 15B --params 8B [--tolerance 0.05]
+    python cli.py experiment NAME [--seeds N] [--small] [--estimate]
+    python cli.py experiment --report [--check]
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def distill(
     clm_weight: Annotated[float, typer.Option("--clm-weight", help="weight of next-token cross-entropy")] = 0.0,
     finetune: Annotated[bool, typer.Option("--finetune", help="plain CLM fine-tuning (kd 0, clm 1)")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", help="held-out evaluation every N steps (0: ends)")] = 20,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows")] = 8,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows (the evaluation split, never trained on)")] = 8,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="checkpoint every N steps")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="order of training windows")] = 0,
     data_seed: Annotated[int, typer.Option("--data-seed", help="window permutation, as analyze --seed")] = 0,
@@ -287,7 +289,10 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
     data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
     samples: Annotated[int, typer.Option("--samples", help="calibration samples (on-the-fly analysis)")] = 32,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out samples for perplexity")] = 8,
+    select_samples: Annotated[int, typer.Option(
+        "--select-samples", help="selection samples: drop-layer losses of the on-the-fly analysis")] = 8,
+    eval_samples: Annotated[int, typer.Option(
+        "--eval-samples", help="evaluation samples for perplexity (disjoint from the analysis's)")] = 8,
     seq_len: SeqLen = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="samples per forward")] = 8,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="zero-shot perplexity before and after")] = True,
@@ -316,7 +321,8 @@ def prune(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
         run=run, depth_metric=depth_metric, aggregation=aggregation, evaluate=evaluate, batch_size=batch_size,
-        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
+        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=select_samples,
+                        test_samples=eval_samples, seed=seed),
     )
     if dry_run:
         config, recipe = shapes_only(cfg)
@@ -378,6 +384,45 @@ def _print_candidates(candidates, budget: float, losses) -> None:
         table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
     _wide().print(table)
     print(f"{len(candidates)} candidates")
+
+
+@app.command()
+def experiment(
+    name: Annotated[str | None, typer.Argument(
+        help="all, layer-drop, aggregation, pruning-axes or distill-vs-finetune")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="window draws (and training orders); default 3")] = None,
+    small: Annotated[bool, typer.Option("--small", help="CI scale: a ~5M-parameter cut of the default, seconds")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print the plan and its time estimate, run nothing")] = False,
+    report: Annotated[bool, typer.Option("--report", help="regenerate the README's results section from --out")] = False,
+    check: Annotated[bool, typer.Option("--check", help="with --report: exit 1 if the README is out of date")] = False,
+    out: Annotated[str, typer.Option("--out", help="results directory (one JSON per experiment)")] = "notebooks/results",
+    runs: Annotated[str, typer.Option("--runs", help="analysis runs, reused between calls")] = "notebooks/out/runs",
+    readme: Annotated[str, typer.Option("--readme", help="the README whose results section --report writes")] = "README.md",
+    force: Force = False,
+):
+    """Rerun the paper's experiments over seeds (results as JSON), or regenerate the README's results from them."""
+    if report:
+        from analysis.experiments.report import update_readme
+
+        changed = update_readme(readme, out, check=check)
+        if check and changed:
+            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report", soft_wrap=True)
+            raise typer.Exit(1)
+        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}", soft_wrap=True)
+        return
+    if name is None:
+        raise MinitronError("name an experiment (all, layer-drop, aggregation, pruning-axes, distill-vs-finetune) "
+                            "or pass --report")
+    from analysis.experiments.runner import resolve_names, run_experiments
+    from analysis.experiments.setup import scale
+
+    sc = scale(small)
+    names = resolve_names(name)
+    for path in run_experiments(names, sc, sc.seeds if seeds is None else seeds, runs=runs, out=out, force=force,
+                                console=console, estimate_only=estimate):
+        print(path)
+    if not estimate:
+        console.print("README: python cli.py experiment --report")
 
 
 def _click_exceptions():

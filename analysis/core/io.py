@@ -154,21 +154,25 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def output_dir(target: str | Path, command: str) -> Iterator[Path]:
+def output_dir(target: str | Path, command: str, keep_ours: bool = False) -> Iterator[Path]:
     """Yield a staging directory that becomes the output ``target`` atomically, with the marker.
 
     Files already in ``target`` that the toolkit did not make (not in its marker) are carried into the
-    new directory untouched; files it made before are replaced. Call ``check_output`` first.
+    new directory untouched; files it made before are replaced, or, with ``keep_ours`` (a directory
+    that collects results one command at a time), kept unless this call writes them again.
+    Call ``check_output`` first.
     """
     target = Path(target)
     with atomic_dir(target) as stage:
         yield stage
-        ours = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        ours = {str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()}
         if target.is_dir():
             made = _marker_files(target) or set()
             for p in sorted(target.rglob("*")):
                 rel = str(p.relative_to(target))
-                if p.is_file() and rel not in made and rel != MARKER and not (stage / rel).exists():
+                if p.is_file() and rel != MARKER and not (stage / rel).exists() and (keep_ours or rel not in made):
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(p, stage / rel)
-        write_json(stage / MARKER, {"tool": "minitron-lab", "command": command, "files": ours})
+                    if rel in made:
+                        ours.add(rel)
+        write_json(stage / MARKER, {"tool": "minitron-lab", "command": command, "files": sorted(ours)})

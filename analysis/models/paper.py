@@ -13,6 +13,8 @@ from analysis.models.registry import PAPER, get
 
 FIGURE1 = f"{PAPER} Figure 1"
 TABLE2 = f"{PAPER} Table 2"
+AGGREGATION_TABLE = f"{PAPER} Table 11"  # aggregation of importance, zero-shot loss at the study target
+AXES_TABLE = f"{PAPER} Table 1"  # pruning axes to ~8B, loss after ~1.8B tokens of distillation
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,19 @@ AGGREGATION_LOSS: dict[tuple[str, str], tuple[float, float]] = {
     ("var", "l2"): (9.01, 9.30), ("var", "mean"): (8.34, 8.72), ("var", "var"): (10.55, 11.14),
 }
 
+# The shape the paper's ablations prune Nemotron-4 15B to (the aggregation study and the pruning-axes
+# table): the Nemotron-3 8B architecture. Unlike Minitron 8B it prunes attention heads too (48 -> 32).
+STUDY_TARGET = {"layers": 32, "hidden": 4096, "heads": 32, "mlp": 16384}
+
+# Pruning axes, Nemotron-4 15B -> ~8B, LM validation loss after ~1.8B tokens of distillation. Keys are
+# the rows of ``analysis.experiments.studies.PAPER_AXES``. The depth-only model keeps 16 of 32 layers
+# (9.39B); width prunes MLP, heads and embedding to the study target (7.74B). The Block Importance
+# row comes from the paper's comparison of depth metrics on that same depth-only model.
+AXES_LOSS: dict[str, float] = {
+    "width (mlp+heads+channels)": 2.049, "width (mlp+heads)": 2.101, "depth+width": 2.062,
+    "depth (drop loss)": 2.155, "depth (BI)": 2.177,
+}
+
 # Other structured-pruning methods vs Minitron 8B, 8B-class students: (MMLU, HellaSwag), percent.
 PRUNING_METHODS: dict[str, tuple[float, float]] = {
     "LLM-Pruner": (25.2, 67.8), "SliceGPT": (37.1, 55.7), "LaCo": (45.9, 64.4), "ShortGPT": (54.7, 66.6),
@@ -67,11 +82,11 @@ PRUNING_METHODS: dict[str, tuple[float, float]] = {
 def width_targets() -> dict[str, dict[str, float]]:
     """The paper's width targets as fractions of the teacher's widths, computed from the registry.
 
-    8B keeps 4096/6144 channels, 16384/24576 neurons, 48/48 heads; 4B keeps 3072/6144, 9216/24576, 24/48.
+    8B keeps 4096/6144 channels, 16384/24576 neurons, 48/48 heads; 4B keeps 3072/6144, 9216/24576, 24/48;
+    ``study`` (the ablations' Nemotron-3 8B shape, ``STUDY_TARGET``) keeps 4096/6144, 16384/24576, 32/48.
     """
     teacher = get("15B").arch
-    out = {}
-    for alias in ("8B", "4B"):
-        a = get(alias).arch
-        out[alias] = {"hidden": a.hidden / teacher.hidden, "mlp": a.mlp / teacher.mlp, "heads": a.heads / teacher.heads}
-    return out
+    shapes = {alias: get(alias).arch for alias in ("8B", "4B")}
+    shapes["study"] = teacher.replace(**STUDY_TARGET)
+    return {name: {"hidden": a.hidden / teacher.hidden, "mlp": a.mlp / teacher.mlp, "heads": a.heads / teacher.heads,
+                   "layers": a.layers / teacher.layers} for name, a in shapes.items()}

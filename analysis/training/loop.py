@@ -27,9 +27,10 @@ from analysis.core.errors import MinitronError
 from analysis.evaluation.loss import clm_loss, forward_kl, heldout_pair
 from analysis.models.loading import resolve_device, resolve_dtype
 
-PROTOCOL = ("train = calibration windows of analysis.data (after the eval windows), seeded order per epoch; "
-            "held-out = first eval_samples windows; loss over T-1 targets per window (stride = seq_len, "
-            "first token unscored), ppl = exp(loss); KL(teacher||student) over all T positions, temperature 1")
+PROTOCOL = ("train = windows of analysis.data after the selection split, seeded order per epoch; "
+            "held-out = the evaluation split (last eval_samples permuted windows, never trained on); loss over "
+            "T-1 targets per window (stride = seq_len, first token unscored), ppl = exp(loss); "
+            "KL(teacher||student) over all T positions, temperature 1")
 
 
 @dataclass
@@ -49,7 +50,7 @@ class DistillConfig:
     clm_weight: float = 0.0  # weight of next-token cross-entropy on the data (the paper's final models: 0)
     temperature: float = 1.0  # softmax temperature of both distributions in the KL (paper: 1)
     eval_every: int = 20  # held-out evaluation every N steps (0: only before and after training)
-    eval_samples: int = 8  # held-out windows (the first of the permuted windows)
+    eval_samples: int = 8  # held-out windows: the evaluation split (the last of the permutation)
     checkpoint_every: int = 50  # resumable checkpoint every N steps (0: only at the end)
     kl_chunk: int = 1024  # tokens per chunk of the vocabulary-wide KL, to bound float32 memory
     seed: int = 0  # order of training windows each epoch
