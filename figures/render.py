@@ -70,6 +70,22 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+def draw_compare(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Draw a compare run's figures (CKA heatmap, KL by position, worst tokens) into ``<run_dir>/figures/``."""
+    from analysis.evaluation.compare import load_compare
+    from figures.compare import compare_figures
+
+    result = load_compare(run_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "figures"
+    written = []
+    for name, fig in compare_figures(result).items():
+        try:
+            written += save_figure(fig, out, name)
+        finally:
+            plt.close(fig)
+    return written
+
+
 def draw_family(out_dir: str | Path) -> list[Path]:
     """Draw the registry figures (MMLU vs tokens, benchmarks, architecture) into ``out_dir``."""
     written = []
