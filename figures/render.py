@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from analysis.core.errors import MinitronError
 from analysis.core.io import atomic_file
 from analysis.importance.results import RunResult, load_run
-from figures import family, importance, layers, style
+from figures import family, importance, layers, stability, style
 
 FORMATS = ("png", "svg")
 
@@ -27,6 +27,11 @@ RUN_FIGURES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "neuron_importance": (("neurons",), importance.neuron_importance),
     "channel_importance": (("channels",), importance.channel_importance),
     "aggregation": (("channels.l2_mean", "channels.mean_mean"), importance.aggregation_comparison),
+}
+
+# name -> (metrics.json section needed, function of the run): figures of optional analyses.
+RUN_METRIC_FIGURES: dict[str, tuple[str, Callable]] = {
+    "ranking_stability": ("bootstrap", stability.ranking_stability),
 }
 
 FAMILY_FIGURES: dict[str, Callable] = {
@@ -51,6 +56,9 @@ def run_figures(run: RunResult) -> dict[str, plt.Figure]:
     out = {}
     for name, (needs, draw) in RUN_FIGURES.items():
         if all(k in run.tensors for k in needs):
+            out[name] = _figure(draw(run))
+    for name, (section, draw) in RUN_METRIC_FIGURES.items():
+        if section in run.metrics:
             out[name] = _figure(draw(run))
     return out
 

@@ -109,27 +109,32 @@ def bootstrap(rows: dict[str, torch.Tensor], kv_heads: int, iters: int = 200, se
     for axis, v in rows.items():
         full = scores(v, torch.ones(1, n_total, dtype=torch.float64), axis)
         reps = scores(v, boot, axis)
-        axes[axis], curve[axis], stable_at[axis] = {}, {}, {}
+        axes[axis] = {"unit": _unit(axis), "spearman": _summary(_rho(reps, full, axis)), "kept": {}}
+        curve[axis], stable_at[axis] = {}, {}
         for target, ratios in width_targets().items():
             size = full.shape[-1]
             k = keep_count(axis, ratios[TARGET_AXIS[axis]], size, kv_heads)
             per = size // kv_heads if axis == "heads" else size
-            entry = {"keep": k, "of": per, "unit": _unit(axis)}
             if k == per:  # everything kept (e.g. heads at the 8B ratio): nothing can move
-                axes[axis][target] = entry | {"jaccard": None, "spearman": None, "note": "all units kept"}
+                axes[axis]["kept"][target] = {"keep": k, "of": per, "jaccard": None, "note": "all units kept"}
                 continue
             ref = kept(full, axis, k, kv_heads)
-            axes[axis][target] = entry | {"jaccard": _summary(jaccard(kept(reps, axis, k, kv_heads), ref)),
-                                          "spearman": _summary(_rho(reps, full, axis))}
-            points = []
-            for n in curve_sizes(n_total):
-                w = subset_weights(n_total, n, iters, seed + n)
-                jac = jaccard(kept(scores(v, w, axis), axis, k, kv_heads), ref)
-                points.append({"n": n} | _summary(jac))
-            curve[axis][target] = points
-            stable_at[axis][target] = next((p["n"] for p in points if p["mean"] >= STABLE), None)
+            axes[axis]["kept"][target] = {"keep": k, "of": per,
+                                          "jaccard": _summary(jaccard(kept(reps, axis, k, kv_heads), ref))}
+            curve[axis][target] = _curve(v, axis, k, kv_heads, ref, iters, seed)
+            # reaching the threshold only at n = N says nothing (the full set against itself)
+            stable_at[axis][target] = next((p["n"] for p in curve[axis][target][:-1] if p["mean"] >= STABLE), None)
     return {"iters": iters, "seed": seed, "samples": n_total, "aggregation": "l2_mean", "method": METHOD,
             "threshold": STABLE, "axes": axes, "curve": curve, "stable_at": stable_at}
+
+
+def _curve(v: torch.Tensor, axis: str, k: int, kv_heads: int, ref: torch.Tensor, iters: int, seed: int) -> list[dict]:
+    """Jaccard with the full-sample kept set ``ref`` of random n-sample subsets, for n in ``curve_sizes``."""
+    n_total, points = v.shape[0], []
+    for n in curve_sizes(n_total):
+        w = subset_weights(n_total, n, iters if n < n_total else 1, seed + n)
+        points.append({"n": n} | _summary(jaccard(kept(scores(v, w, axis), axis, k, kv_heads), ref)))
+    return points
 
 
 def _unit(axis: str) -> str:
