@@ -98,7 +98,7 @@ def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str]:
         raise ValueError(f"unknown window settings {sorted(unknown)}")
     w = records.get("windows") or {}
     inherited = {k: w[k] for k in WINDOW_KEYS if k in w}
-    data = replace(DEFAULT_WINDOWS, **inherited, **cfg.windows)
+    data = replace(DEFAULT_WINDOWS, **{**inherited, **cfg.windows})
     if not inherited:
         return data, "the command's settings (the student records no held-out windows)"
     if any(inherited.get(k) != v for k, v in cfg.windows.items()) and not (
@@ -308,6 +308,8 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     run_dir = Path(out) if out else Path("runs") / "compare" / f"{label(cfg.student.model)}-vs-{label(cfg.teacher.model)}"
     check_output(run_dir, force)
     data, windows_from = resolve_data(cfg, records)
+    if console and "differ" in windows_from:
+        console.print(f"warning: windows are {windows_from}")
     teacher, sides = _load_sides(cfg, records)
     tokenizer = teacher.tokenizer or sides[0].lm.tokenizer
     if tokenizer is None:
