@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.evaluation.benchmarks import paper_task
-from analysis.evaluation.harness import find_evaluations, interval, load_evaluation
 from analysis.evaluation.intervals import paired_difference
+from analysis.evaluation.results import find_evaluations, interval, load_evaluation
 from analysis.models.registry import BENCHMARKS, EvalResult
 
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from analysis.evaluation.harness import EvalConfig, evaluate, load_evaluation
+from analysis.evaluation.harness import EvalConfig, evaluate
+from analysis.evaluation.results import load_evaluation
 from analysis.importance.bootstrap import bootstrap
 from analysis.models.loading import LoadConfig, save_safetensors
 from cards import build, from_directory, render, write_cards

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from analysis.data import DataConfig, build_splits
-from analysis.evaluation.compare import CompareConfig, cka_mask, load_compare, run_compare
+from analysis.evaluation.compare import CompareConfig, load_compare, run_compare
+from analysis.evaluation.divergence import cka_mask
 from analysis.evaluation.loss import heldout_pair
 from analysis.evaluation.similarity import linear_cka
 from analysis.models.loading import LoadConfig, save_safetensors

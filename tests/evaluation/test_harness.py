@@ -10,14 +10,8 @@ import torch
 
 from analysis.core.errors import MinitronError
 from analysis.evaluation.benchmarks import PAPER_TASKS, paper_task
-from analysis.evaluation.harness import (
-    EvalConfig,
-    evaluate,
-    find_evaluations,
-    load_evaluation,
-    resolve,
-    yaml_task,
-)
+from analysis.evaluation.harness import EvalConfig, evaluate, resolve, yaml_task
+from analysis.evaluation.results import find_evaluations, load_evaluation
 from analysis.models.loading import LoadConfig
 from tests.helpers import FIXTURES, run_cli, tree
 
