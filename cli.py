@@ -474,7 +474,9 @@ def run(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
         return code if isinstance(code, int) else 0
     except MinitronError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message naming an extra ("minitron-lab[eval]") is not markup
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted; rerun with --resume to continue")

@@ -146,3 +146,12 @@ def test_a_task_without_local_data_is_one_line_error(llama_dir, tmp_path, monkey
     assert not (tmp_path / "o").exists()
     r = run_cli("evaluate", "--model", llama_dir, "--tasks", "no_such_task_anywhere", "--out", tmp_path / "o")
     assert r.code == 2 and "unknown task 'no_such_task_anywhere'" in r.err
+
+
+def test_a_missing_eval_extra_is_one_line_error(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-evaluation-harness were not installed
+    r = run_cli("evaluate", "--tasks", "minitron_facts", "--out", tmp_path / "o")
+    assert r.code == 2 and "pip install 'minitron-lab[eval]'" in r.err and len(r.error_lines) == 1, r.err
+    assert not (tmp_path / "o").exists()
