@@ -256,10 +256,16 @@ def _per_doc(samples: list[dict]) -> dict[str, list[float]]:
     return {k: [v for _, v in sorted(rows)] for k, rows in out.items()}
 
 
-def _headline(r: TaskRequest, metrics: dict) -> str | None:
+def _headline(r: TaskRequest, metrics: dict, config: dict) -> str | None:
+    """The metric a task is reported by: the paper's, else the first of the task's metric_list, else the first."""
     if r.metric and r.metric in metrics:
         return r.metric
-    return next((k for k in metrics if "_stderr" not in k and k not in ("alias", "name", "sample_len")), None)
+    keys = [k for k in metrics if "_stderr" not in k and k not in ("alias", "name", "sample_len")]
+    for m in (config or {}).get("metric_list", []):
+        hit = next((k for k in keys if k.split(",")[0] == m.get("metric")), None)
+        if hit:
+            return hit
+    return keys[0] if keys else None
 
 
 def task_results(requests_results: list, lm_eval_version: str) -> tuple[dict, dict]:
@@ -268,9 +274,9 @@ def task_results(requests_results: list, lm_eval_version: str) -> tuple[dict, di
     for group, res in requests_results:
         for r in group:
             metrics = {k: v for k, v in res["results"].get(r.task, {}).items() if k not in ("alias", "name")}
-            headline = _headline(r, metrics)
-            leaves = [t for t in res.get("samples", {}) if t == r.task or t in res.get("group_subtasks", {}).get(r.task, [])]
             config = res.get("configs", {}).get(r.task, {})
+            headline = _headline(r, metrics, config)
+            leaves = [t for t in res.get("samples", {}) if t == r.task or t in res.get("group_subtasks", {}).get(r.task, [])]
             tasks[r.name] = {
                 "task": r.task, "source": r.source, "shots": res.get("n-shot", {}).get(r.task, r.shots),
                 "metric": headline, "value": metrics.get(headline), "stderr": _stderr(metrics, headline),

@@ -155,3 +155,14 @@ def test_a_missing_eval_extra_is_one_line_error(monkeypatch, tmp_path):
     r = run_cli("evaluate", "--tasks", "minitron_facts", "--out", tmp_path / "o")
     assert r.code == 2 and "pip install 'minitron-lab[eval]'" in r.err and len(r.error_lines) == 1, r.err
     assert not (tmp_path / "o").exists()
+
+
+def test_headline_metric_is_the_first_of_the_task_config():
+    from analysis.evaluation.harness import TaskRequest, _headline
+
+    metrics = {"perplexity,none": 90.0, "perplexity_stderr,none": 9.0, "acc,none": 0.3, "acc_stderr,none": 0.05}
+    r = TaskRequest("t", "t", "t", "lm-eval")
+    assert _headline(r, metrics, {"metric_list": [{"metric": "acc"}, {"metric": "perplexity"}]}) == "acc,none"
+    assert _headline(r, metrics, {}) == "perplexity,none"
+    paper = TaskRequest("t", "t", "t", "lm-eval", metric="perplexity,none")
+    assert _headline(paper, metrics, {"metric_list": [{"metric": "acc"}]}) == "perplexity,none"
