@@ -194,10 +194,11 @@ def stability_summary(b: dict | None) -> dict | None:
         for target, k in a["kept"].items():
             if k["jaccard"] is not None:
                 targets.setdefault(target, []).append({"axis": axis, "keep": k["keep"], "of": k["of"]} | k["jaccard"])
-    settled = [f"{axis} {t}: {n}" for axis, per in b["stable_at"].items() for t, n in per.items() if n]
+    settled = [f"{axis} at {t} from {n}" for axis, per in b["stable_at"].items() for t, n in per.items() if n]
+    unsettled = [f"{axis} at {t}" for axis, per in b["stable_at"].items() for t, n in per.items() if not n]
     targets = dict(sorted(targets.items(), key=lambda kv: -float(kv[0].rstrip("B"))))  # 8B before 4B
     return {"iters": b["iters"], "samples": b["samples"], "threshold": b["threshold"], "targets": targets,
-            "settled": settled}
+            "settled": settled, "unsettled": unsettled}
 
 
 def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | None = None) -> CardData:
@@ -256,7 +257,7 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final:
     run = latest_run(home.name, runs_root)
     licence = teacher.license if teacher else ""
     return CardData(
-        name=home.name, display_name=home.name, arch=arch, role="pruned" if recipe else "model",
+        name=_directory_name(home), display_name=_directory_name(home), arch=arch, role="pruned" if recipe else "model",
         usage_path=str(home), license=licence, license_link=teacher.license_link if teacher else "",
         teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
         description=_directory_description(recipe, arch), prune=recipe, analysis=summarize_run(run) if run else None,
@@ -264,6 +265,11 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final:
                               teacher.name if teacher else (recipe.teacher if recipe else None)),
         tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=home,
     )
+
+
+def _directory_name(home: Path) -> str:
+    """The directory's name; ``distill`` writes every model to ``<run>/model``, so that one is named by its run."""
+    return f"{home.parent.name}-{home.name}" if home.name == "model" and home.parent.name else home.name
 
 
 def _directory_description(recipe: PruneInfo | None, arch: Architecture) -> str:

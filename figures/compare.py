@@ -14,7 +14,7 @@ ROLE_ORDER = ("baseline", "student")  # pruned-only first, so the distilled curv
 
 def _name(result, side: str) -> str:
     s = result.doc["students"][side]
-    return f"{s['model']['name']} ({s['role']})"
+    return f"{s.get('label', s['model']['name'])} ({s['role']})"
 
 
 def _windows(result) -> str:
@@ -39,7 +39,7 @@ def cka_heatmap(result, side: str = "student", ax=None):
     for s, t in cka["pairs"]:
         ax.add_patch(Rectangle((t, s), 1, 1, fill=False, edgecolor=style.color(1), lw=1.6))
     ax.set_xlabel(f"{result.doc['teacher']['name']}: residual stream after layer (0 = embeddings)")
-    ax.set_ylabel(f"{result.doc['students'][side]['model']['name']}: after layer")
+    ax.set_ylabel(f"{_name(result, side)}: residual stream after layer")
     mean = cka["matched_mean"]
     matched = f"outlined: matched depth, mean CKA {mean:.2f}" if mean is not None else "no matched depth"
     ax.set_title(f"Representation similarity, teacher vs {_name(result, side)}\n{matched}; "

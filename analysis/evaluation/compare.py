@@ -187,7 +187,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     tensors = {"ids": ids, "teacher.nll": teacher_nll}
     for side in sides:
         t = stats[side.label]
-        summary = summarize(side, t, teacher_nll, cfg.iters, cfg.seed)
+        summary = {"label": label(side.lm.provenance["ref"])} | summarize(side, t, teacher_nll, cfg.iters, cfg.seed)
         summary["cka"], matrix = cka_section(t_states, side, L_t)
         summary["worst_tokens"] = worst_tokens(t, teacher_nll, ids, tokenizer, cfg.worst, cfg.context)
         doc["students"][side.label] = summary
@@ -220,7 +220,7 @@ def print_summary(doc: dict, console) -> None:
         table.add_column(col, justify="left" if col == "student" else "right")
     for s in doc["students"].values():
         conc = s["concentration"].get("top_0.1")
-        table.add_row(f"{s['model']['name']} ({s['role']})", f"{s['loss']['value']:.3f} ({s['teacher_loss']['value']:.3f})",
+        table.add_row(f"{s['label']} ({s['role']})", f"{s['loss']['value']:.3f} ({s['teacher_loss']['value']:.3f})",
                       fmt(s["loss_increase"]), fmt(s["kl"]), fmt(s["top1_agreement"]),
                       f"{s['cka']['matched_mean']:.3f}" if s["cka"]["matched_mean"] is not None else "-",
                       f"{conc:.0%} of the increase" if conc is not None else "-")
