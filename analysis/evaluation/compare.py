@@ -47,6 +47,8 @@ TOKENS = "tokens.safetensors"
 RECIPE = "prune_recipe.json"  # written by analysis.pruning.export: the kept teacher layers
 DISTILL = "distill.json"  # written by analysis.training.pipeline: the student it started from, its windows
 WINDOW_KEYS = ("source", "seq_len", "eval_samples", "seed")
+PROVENANCE = ("name", "ref", "kind", "weights_fingerprint", "params")  # of each model, in compare.json
+SPLIT_META = ("eval_windows", "eval_sha256", "stream_tokens", "text_sha256")  # which windows, exactly
 DEFAULT_WINDOWS = DataConfig(seq_len=128, calib_samples=0, eval_samples=8)  # when the student records none
 
 
@@ -57,7 +59,7 @@ class CompareConfig:
     teacher: LoadConfig  # the reference model
     student: LoadConfig  # the compressed model
     baseline: LoadConfig | None = None  # a second student (default: the pruned model a distilled student began as)
-    windows: dict = field(default_factory=dict)  # explicit source / seq_len / eval_samples / seed (rest: see resolve_data)
+    windows: dict = field(default_factory=dict)  # explicit source / seq_len / eval_samples / seed (see resolve_data)
     batch_size: int = 4  # windows per forward
     cka_tokens: int = 1024  # tokens for CKA (random positions 1..T-1)
     worst: int = 20  # tokens listed by loss increase
@@ -158,7 +160,8 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
 
     t0 = time.perf_counter()
     records = student_records(cfg.student.model)
-    run_dir = Path(out) if out else Path("runs") / "compare" / f"{label(cfg.student.model)}-vs-{label(cfg.teacher.model)}"
+    default = Path("runs") / "compare" / f"{label(cfg.student.model)}-vs-{label(cfg.teacher.model)}"
+    run_dir = Path(out) if out else default
     check_output(run_dir, force)
     data, windows_from = resolve_data(cfg, records)
     if console and "differ" in windows_from:
@@ -167,7 +170,8 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     tokenizer = teacher.tokenizer or sides[0].lm.tokenizer
     if tokenizer is None:
         raise MinitronError("neither the teacher nor the student has a tokenizer: the windows cannot be cut")
-    positions = [getattr(m.config, "max_position_embeddings", None) for m in [teacher.model] + [s.lm.model for s in sides]]
+    models = [teacher.model] + [s.lm.model for s in sides]
+    positions = [getattr(m.config, "max_position_embeddings", None) for m in models]
     splits = build_splits(tokenizer, data, min((p for p in positions if p), default=None))
     ids = splits.eval
     t_load = time.perf_counter() - t0
@@ -177,10 +181,10 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     stats = {side.label: side.tensors() for side in sides}
     teacher_nll = stats["student"]["t_nll"]
     doc = {"kind": "compare", "created": now(), "measured_by": "Minitron Lab (python cli.py compare)",
-           "teacher": {k: teacher.provenance.get(k) for k in ("name", "ref", "kind", "weights_fingerprint", "params")},
+           "teacher": {k: teacher.provenance.get(k) for k in PROVENANCE},
            "students": {}, "distillation": None,
            "windows": {"from": windows_from, "data": asdict(data), "split": "eval (held-out)",
-                       **{k: splits.meta.get(k) for k in ("eval_windows", "eval_sha256", "stream_tokens", "text_sha256")}},
+                       **{k: splits.meta.get(k) for k in SPLIT_META}},
            "protocol": PROTOCOL + "; KL(teacher || student) and top-1 agreement at all T positions; intervals: "
                        "95% percentile bootstrap over windows (paired for differences)",
            "config": {k: v for k, v in asdict(cfg).items() if k not in ("teacher", "student", "baseline", "data")}}
@@ -228,7 +232,8 @@ def print_summary(doc: dict, console) -> None:
     if doc["distillation"]:
         d = doc["distillation"]
         console.print("distillation (distilled − pruned-only, 95% interval over windows): " + ", ".join(
-            f"{k} {v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" + ("" if v["direction"] != "none" else " (no direction)")
+            f"{k} {v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+            + ("" if v["direction"] != "none" else " (no direction)")
             for k, v in d.items()))
 
 

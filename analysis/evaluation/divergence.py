@@ -27,7 +27,11 @@ TOP_SHARES = (0.01, 0.1)  # concentration: share of the loss increase carried by
 # --- one forward with the residual stream captured ----------------------------------------------------
 @contextlib.contextmanager
 def residuals(ad: DecoderAdapter, store: list[list[torch.Tensor]], mask: torch.Tensor) -> Iterator[None]:
-    """Append x[mask] (k, D) of every layer boundary j = 0..L to ``store[j]`` during one forward; hooks removed after."""
+    """Append x[mask] (k, D) of every layer boundary j = 0..L to ``store[j]`` during one forward.
+
+    Boundary j < L is the input of layer j (j = 0: the embeddings), L the last layer's output, before the
+    final norm. The hooks are removed when the block exits, whatever happens.
+    """
     def take(j):
         def hook(module, args, kwargs, out=None):
             x = (out[0] if isinstance(out, tuple) else out) if out is not None else \
@@ -105,7 +109,8 @@ def concentration(delta: torch.Tensor) -> dict:
     return out
 
 
-def worst_tokens(t: dict, teacher_nll: torch.Tensor, ids: torch.Tensor, tokenizer, k: int, context: int) -> list[dict]:
+def worst_tokens(t: dict, teacher_nll: torch.Tensor, ids: torch.Tensor, tokenizer, k: int,
+                 context: int) -> list[dict]:
     """The ``k`` tokens whose loss rose most, with the text before them and both models' guesses."""
     delta = t["s_nll"] - teacher_nll  # (N, T-1): position p scores token p+1
     order = delta.flatten().argsort(descending=True)[:k]
@@ -167,7 +172,8 @@ def distillation_effect(base: dict, dist: dict, iters: int, seed: int) -> dict:
     ci = {"iters": iters, "seed": seed}
     per_window = torch.full((N,), float(T), dtype=torch.float64)
     scored = torch.full((N,), float(T - 1), dtype=torch.float64)
-    return {"kl": paired_difference(base["kl"].double().sum(1), dist["kl"].double().sum(1), per_window, **ci).to_json(),
+    return {"kl": paired_difference(base["kl"].double().sum(1), dist["kl"].double().sum(1), per_window,
+                                    **ci).to_json(),
             "top1_agreement": paired_difference(base["agree"].double().sum(1), dist["agree"].double().sum(1),
                                                 per_window, **ci).to_json(),
             "loss": paired_difference(base["s_nll"].double().sum(1), dist["s_nll"].double().sum(1), scored,

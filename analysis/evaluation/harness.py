@@ -3,7 +3,8 @@
 ``evaluate`` hands lm-eval's ``HFLM`` our own loaded model and tokenizer (``analysis.models.loading``),
 so registry names, local and pruned or distilled directories and GGUF files all evaluate the same way.
 Offline by default: tasks read their data from local files or the local Hugging Face cache; a task
-whose data is not there fails with one line, before any other task runs.
+whose data is not there fails with one line and nothing is written. Task names are all checked before
+the model loads; tasks with different shot counts run as separate lm-eval calls on the same loaded model.
 
 Task names (``--tasks``):
   our benchmark keys (``mmlu``, ``arc_c``, ...; ``analysis.evaluation.benchmarks``) -> lm-eval's task;
@@ -213,11 +214,13 @@ def _data_error(exc: Exception, requests: list[TaskRequest]) -> MinitronError | 
         return None
     names = ", ".join(r.name for r in requests)
     return MinitronError(f"the data of task(s) {names} is not available offline ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]}); tasks read local files or the local Hugging Face "
-                         "cache: run once with --download on a machine with network, or use a task YAML with local data")
+                         f"{' '.join(str(exc).split())[:200]}); tasks read local files or the local Hugging "
+                         "Face cache: run once with --download on a machine with network, or use a task YAML "
+                         "with local data")
 
 
-def run_tasks(lm: LoadedModel, requests: list[TaskRequest], cfg: EvalConfig, tm) -> dict:
+def run_tasks(lm: LoadedModel, requests: list[TaskRequest], cfg: EvalConfig,
+              tm) -> list[tuple[list[TaskRequest], dict]]:
     """Evaluate ``lm`` on every request; lm-eval's results dicts by shot group (one call per distinct shots)."""
     lm_eval, HFLM, _ = _lm_eval()
     if lm.tokenizer is None:
@@ -276,19 +279,25 @@ def task_results(requests_results: list, lm_eval_version: str) -> tuple[dict, di
             metrics = {k: v for k, v in res["results"].get(r.task, {}).items() if k not in ("alias", "name")}
             config = res.get("configs", {}).get(r.task, {})
             headline = _headline(r, metrics, config)
-            leaves = [t for t in res.get("samples", {}) if t == r.task or t in res.get("group_subtasks", {}).get(r.task, [])]
+            children = res.get("group_subtasks", {}).get(r.task, [])
+            leaves = [t for t in res.get("samples", {}) if t == r.task or t in children]
             tasks[r.name] = {
                 "task": r.task, "source": r.source, "shots": res.get("n-shot", {}).get(r.task, r.shots),
                 "metric": headline, "value": metrics.get(headline), "stderr": _stderr(metrics, headline),
                 "aggregation": _aggregation(config, headline),
                 "n": _n(res, r.task, leaves), "version": res.get("versions", {}).get(r.task),
-                "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
+                "config_sha256": _sha(config),
                 "metrics": metrics,
                 "paper": asdict(r.paper) if r.paper else None,
                 "harness": f"lm-evaluation-harness {lm_eval_version}",
             }
             samples[r.name] = {t: _per_doc(res["samples"][t]) for t in leaves}
     return tasks, samples
+
+
+def _sha(obj) -> str:
+    """Short sha256 of a JSON-able object (a task config), key order ignored."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _aggregation(config: dict, headline: str | None) -> str | None:
@@ -320,7 +329,7 @@ def _n(res: dict, task: str, leaves: list[str]) -> int:
 def run_key(cfg: EvalConfig, requests: list[TaskRequest], lm: LoadedModel, lm_eval_version: str) -> str:
     """Hash of everything that changes the numbers: weights, dtype, tasks and shots, limit, lm-eval version."""
     payload = {"weights": lm.provenance["weights_fingerprint"], "dtype": lm.provenance["dtype"],
-               "tasks": [(r.task, r.shots, r.metric, json.dumps(r.spec, sort_keys=True, default=str)) for r in requests],
+               "tasks": [(r.task, r.shots, r.metric, _sha(r.spec)) for r in requests],
                "limit": cfg.limit, "lm_eval": lm_eval_version, "seeds": SEEDS}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -336,7 +345,8 @@ def evaluate(cfg: EvalConfig, out: str | Path | None = None, force: bool = False
     tm = task_manager(requests, cfg.include)
     lm = load_model(cfg.load)
     lm_eval_version = version("lm_eval")
-    run_dir = Path(out) if out else Path("runs") / lm.name / f"{RUN_PREFIX}{run_key(cfg, requests, lm, lm_eval_version)}"
+    key = run_key(cfg, requests, lm, lm_eval_version)
+    run_dir = Path(out) if out else Path("runs") / lm.name / f"{RUN_PREFIX}{key}"
     if out is None:
         check_output(run_dir, force)
     t_load = time.perf_counter() - t0
