@@ -12,6 +12,8 @@
     python cli.py search --model 15B --params 8B [--tolerance 0.05]
     python cli.py experiment NAME [--seeds N] [--small] [--estimate]
     python cli.py experiment --report [--check]
+    python cli.py evaluate --model M --tasks T1,T2 [--num-fewshot K | --paper-settings] [--limit N]
+    python cli.py compare --teacher T --student S [--baseline B] [--data SRC]
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def analyze(
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="cap for --batch-size auto")] = None,
     block_sizes: Annotated[str, typer.Option("--block-sizes", help="contiguous block sizes for drop curves")] = "1,2,4,8",
     pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="resample the calibration windows N times: how "
+                                           "stable the kept sets are (0: off)")] = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
     device_map: Annotated[str | None, typer.Option("--device-map", help="auto: spread a model too big for one GPU")] = None,
@@ -131,7 +135,7 @@ def analyze(
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
         batch_size=parse_batch_size(batch_size), max_batch_size=max_batch_size,
         block_sizes=tuple(int(s) for s in block_sizes.split(",") if s.strip()), pre_activation=pre_activation,
-        compile=compile,
+        compile=compile, bootstrap=bootstrap, bootstrap_seed=seed,
     )
     result_dir = run_analysis(cfg, out=out, force=force, resume=resume, console=console)
     if world_from_env()[0] != 0:  # under torchrun only rank 0 writes and reports
@@ -272,6 +276,82 @@ def distill(
                   f"{after['ppl']:.2f}), KL {before['kl']:.4f} -> {after['kl']:.4f}; teacher loss "
                   f"{after['teacher_loss']:.4f}")
     console.print(f"model: {result.model_dir}")
+
+
+@app.command()
+def evaluate(
+    model: Model = "smollm2-135m",
+    tasks: Annotated[str, typer.Option("--tasks", help="comma-separated: lm-eval tasks, benchmark keys (mmlu, arc_c, "
+                                       "...), our minitron_facts / minitron_cloze, or task YAML paths")] = "minitron_facts",
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", help="shots for every task (default: each task's)")] = None,
+    paper_settings: Annotated[bool, typer.Option("--paper-settings", help="the shots and metric of the paper's Tables 2/3")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N documents per task")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="requests per forward")] = 8,
+    include: Annotated[list[str] | None, typer.Option("--include", help="a folder of lm-eval task YAMLs (repeatable)")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="run model-written code (MBPP, HumanEval)")] = False,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/<model>/eval-<id>)")] = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Annotated[bool, typer.Option("--download", help="allow model and dataset downloads")] = False,
+):
+    """Downstream accuracy through lm-evaluation-harness, on the model as this toolkit loads it."""
+    from analysis.evaluation.harness import EvalConfig
+    from analysis.evaluation.harness import evaluate as run_evaluate
+
+    cfg = EvalConfig(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
+                     tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), num_fewshot=num_fewshot,
+                     paper_settings=paper_settings, limit=limit, batch_size=batch_size, include=tuple(include or ()),
+                     allow_code_execution=allow_code_execution)
+    run_dir = run_evaluate(cfg, out=out, force=force, console=_wide())
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
+def compare(
+    student: Annotated[str, typer.Option("--student", "-s", help="the compressed model: a pruned or distilled directory")],
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=MODEL_HELP + " (default: the student's "
+                                                "prune_recipe.json teacher)")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="a second student (default: the pruned model a "
+                                                 "distilled student started from)")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="text source (default: the student's held-out windows)")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="tokens per window")] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="held-out windows")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="window permutation seed")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward")] = 4,
+    cka_tokens: Annotated[int, typer.Option("--cka-tokens", help="tokens for linear CKA")] = 1024,
+    worst: Annotated[int, typer.Option("--worst", help="tokens listed by loss increase")] = 20,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/compare/<student>-vs-<teacher>)")] = None,
+    force: Force = False,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw figures at the end")] = True,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
+):
+    """Teacher vs student on the same held-out windows: KL, top-1 agreement, loss increase, layer CKA."""
+    from analysis.evaluation.compare import CompareConfig, run_compare, student_records
+
+    teacher = teacher or student_records(student)["teacher"]
+    if not teacher:
+        raise MinitronError(f"{student} names no teacher (no prune_recipe.json); pass --teacher")
+    given = {k: v for k, v in (("source", data), ("seq_len", seq_len), ("eval_samples", eval_samples),
+                                ("seed", seed)) if v is not None}
+    cfg = CompareConfig(
+        teacher=_load(teacher, dtype, device, False, trust_remote_code, allow_pickle, download),
+        student=_load(student, dtype, device, False, trust_remote_code, allow_pickle, download),
+        baseline=_load(baseline, dtype, device, False, trust_remote_code, allow_pickle, download) if baseline else None,
+        windows=given, batch_size=batch_size, cka_tokens=cka_tokens, worst=worst)
+    run_dir = run_compare(cfg, out=out, force=force, console=_wide())
+    if figures:
+        from figures.render import draw_compare
+
+        written = draw_compare(run_dir)
+        console.print(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
+    console.print(f"results: {run_dir}")
 
 
 @app.command()
@@ -441,7 +521,9 @@ def run(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
         return code if isinstance(code, int) else 0
     except MinitronError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message naming an extra ("minitron-lab[eval]") is not markup
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted; rerun with --resume to continue")

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from analysis.core.errors import MinitronError
 from analysis.importance.results import RunResult, latest_run, load_run
+from analysis.models.loading import directory_fingerprint
 from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
 from cards.facts import PublishedFacts, facts_for
+from cards.measured import Measured, measured_for
 
 PRUNE_RECIPE = "prune_recipe.json"
 ACTIVATIONS = {"relu2": "squared ReLU", "silu": "SiLU (gated)", "gelu": "GELU"}
@@ -65,6 +67,7 @@ class RunSummary:
     total_s: float | None
     architecture: dict = field(default_factory=dict)  # shape of the analysed model
     figures: list[Figure] = field(default_factory=list)
+    stability: dict | None = None  # ranking stability (analyze --bootstrap), condensed for one line
 
 
 @dataclass
@@ -99,6 +102,7 @@ class CardData:
     training_tokens: str = ""
     paper: str = ""
     evals: list[EvalResult] = field(default_factory=list)
+    measured: list[Measured] = field(default_factory=list)  # evaluate runs of this model (and its teacher's)
     facts: PublishedFacts | None = None
     analysis: RunSummary | None = None
     prune: PruneInfo | None = None
@@ -177,8 +181,24 @@ def summarize_run(run: RunResult) -> RunSummary:
         most_important=[r["layer"] for r in by_drop[::-1][:3]], best_blocks=best,
         spearman=m.get("rank_agreement", {}).get("spearman_bi_vs_drop_loss"),
         versions=m.get("versions", {}), total_s=m.get("timings", {}).get("total_s"),
-        architecture=m.get("architecture", {}),
+        architecture=m.get("architecture", {}), stability=stability_summary(m.get("bootstrap")),
     )
+
+
+def stability_summary(b: dict | None) -> dict | None:
+    """The bootstrap section as the card's one line: per target, each axis's Jaccard mean and interval."""
+    if not b:
+        return None
+    targets = {}
+    for axis, a in b["axes"].items():
+        for target, k in a["kept"].items():
+            if k["jaccard"] is not None:
+                targets.setdefault(target, []).append({"axis": axis, "keep": k["keep"], "of": k["of"]} | k["jaccard"])
+    settled = [f"{axis} at {t} from {n}" for axis, per in b["stable_at"].items() for t, n in per.items() if n]
+    unsettled = [f"{axis} at {t}" for axis, per in b["stable_at"].items() for t, n in per.items() if not n]
+    targets = dict(sorted(targets.items(), key=lambda kv: -float(kv[0].rstrip("B"))))  # 8B before 4B
+    return {"iters": b["iters"], "samples": b["samples"], "threshold": b["threshold"], "targets": targets,
+            "settled": settled, "unsettled": unsettled}
 
 
 def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | None = None) -> CardData:
@@ -192,6 +212,7 @@ def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | 
         license=spec.license, license_link=spec.license_link, teacher=teacher,
         teacher_name=teacher.display_name if teacher else "", training_tokens=spec.training_tokens,
         paper=spec.paper, evals=list(spec.evals), facts=facts_for(spec.name),
+        measured=measured_for(runs_root, spec.name, None, list(spec.evals), teacher.name if teacher else None),
         analysis=summarize_run(run) if run else None,
         tags=list(FAMILY_TAGS if family else ("minitron-lab", "pytorch")),
     )
@@ -236,12 +257,19 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final:
     run = latest_run(home.name, runs_root)
     licence = teacher.license if teacher else ""
     return CardData(
-        name=home.name, display_name=home.name, arch=arch, role="pruned" if recipe else "model",
+        name=_directory_name(home), display_name=_directory_name(home), arch=arch, role="pruned" if recipe else "model",
         usage_path=str(home), license=licence, license_link=teacher.license_link if teacher else "",
         teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
         description=_directory_description(recipe, arch), prune=recipe, analysis=summarize_run(run) if run else None,
+        measured=measured_for(runs_root, None, directory_fingerprint(model_dir), [],
+                              teacher.name if teacher else (recipe.teacher if recipe else None)),
         tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=home,
     )
+
+
+def _directory_name(home: Path) -> str:
+    """The directory's name; ``distill`` writes every model to ``<run>/model``, so that one is named by its run."""
+    return f"{home.parent.name}-{home.name}" if home.name == "model" and home.parent.name else home.name
 
 
 def _directory_description(recipe: PruneInfo | None, arch: Architecture) -> str:

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from analysis.core.errors import MinitronError
 from analysis.core.io import atomic_file
 from analysis.importance.results import RunResult, load_run
-from figures import family, importance, layers, style
+from figures import family, importance, layers, stability, style
 
 FORMATS = ("png", "svg")
 
@@ -27,6 +27,11 @@ RUN_FIGURES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "neuron_importance": (("neurons",), importance.neuron_importance),
     "channel_importance": (("channels",), importance.channel_importance),
     "aggregation": (("channels.l2_mean", "channels.mean_mean"), importance.aggregation_comparison),
+}
+
+# name -> (metrics.json section needed, function of the run): figures of optional analyses.
+RUN_METRIC_FIGURES: dict[str, tuple[str, Callable]] = {
+    "ranking_stability": ("bootstrap", stability.ranking_stability),
 }
 
 FAMILY_FIGURES: dict[str, Callable] = {
@@ -52,6 +57,9 @@ def run_figures(run: RunResult) -> dict[str, plt.Figure]:
     for name, (needs, draw) in RUN_FIGURES.items():
         if all(k in run.tensors for k in needs):
             out[name] = _figure(draw(run))
+    for name, (section, draw) in RUN_METRIC_FIGURES.items():
+        if section in run.metrics:
+            out[name] = _figure(draw(run))
     return out
 
 
@@ -67,6 +75,22 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             plt.close(fig)
     if not written:
         raise MinitronError(f"{run_dir}: the run holds none of the tensors the figures need")
+    return written
+
+
+def draw_compare(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Draw a compare run's figures (CKA heatmap, KL by position, worst tokens) into ``<run_dir>/figures/``."""
+    from analysis.evaluation.compare import load_compare
+    from figures.compare import compare_figures
+
+    result = load_compare(run_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "figures"
+    written = []
+    for name, fig in compare_figures(result).items():
+        try:
+            written += save_figure(fig, out, name)
+        finally:
+            plt.close(fig)
     return written
 
 

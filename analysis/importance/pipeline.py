@@ -40,6 +40,7 @@ from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.evaluation.loss import PROTOCOL
 from analysis.importance import sensitivity as sens
+from analysis.importance.bootstrap import bootstrap
 from analysis.importance.checkpoint import Checkpoint, Progress
 from analysis.importance.collect import Collector
 from analysis.importance.metrics import spearman
@@ -61,6 +62,8 @@ class AnalysisConfig:
     compile: str = "auto"  # auto | off | regional | full (analysis.core.perf.resolve_compile)
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
     sensitivity: bool = True  # compute drop-block losses (the expensive part on CPU)
+    bootstrap: int = 0  # resamples of the calibration windows for ranking stability (0: off)
+    bootstrap_seed: int = 0  # seed of the resampling
 
 
 class RunInterrupted(MinitronError):
@@ -77,6 +80,8 @@ def run_key(cfg: AnalysisConfig, lm: LoadedModel, splits: Splits) -> str:
         "batch_size": cfg.batch_size, "block_sizes": sorted(set(cfg.block_sizes)),
         "pre_activation": cfg.pre_activation, "sensitivity": cfg.sensitivity,
     }
+    if cfg.bootstrap:  # only then: runs without it keep their keys
+        payload["bootstrap"] = [cfg.bootstrap, cfg.bootstrap_seed]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -133,10 +138,14 @@ class AnalysisRun:
         self.cfg, self.lm, self.splits, self.key, self.run_dir, self.d = cfg, lm, splits, key, run_dir, d
         self.tokenizer_note = tokenizer_note  # which tokenizer cut the splits when not the model's own
         self.ad, self.device = lm.adapter, next(lm.model.parameters()).device
-        self.collector = Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device)
+        self.collector = self._collector()
         self.ckpt = Checkpoint(run_dir, d)
         self.stop_after: int | None = None  # tests: raise RunInterrupted after this many batches
         self.progress: Progress | None = None
+
+    def _collector(self) -> Collector:
+        cfg = self.cfg
+        return Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device, per_sample=cfg.bootstrap > 0)
 
     def start(self, resume: bool) -> None:
         """Resume from the checkpoint if asked and it matches, else start fresh (resolving the batch size)."""
@@ -223,11 +232,11 @@ class AnalysisRun:
         part = {k: getattr(p, k) for k in ("nll_full", "eval_tokens", "nll_drop", "calib_s", "eval_s",
                                            "sensitivity_s")}
         ranks = dd.gather({"statistics": self.collector.state(), "progress": part}, self.d)
-        merged = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+        merged = self._collector()
         p.nll_full, p.eval_tokens = 0.0, 0
         p.nll_drop = {n: [0.0] * len(v) for n, v in p.nll_drop.items()}
         for r in ranks:  # fixed rank order: the same float result on every rank and every run
-            one = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+            one = self._collector()
             one.load_state(r["statistics"])
             merged.merge(one)
             p.nll_full += r["progress"]["nll_full"]
@@ -276,7 +285,13 @@ class AnalysisRun:
             "rank_agreement": agreement,
             "timings": timings | {"calibration_tokens_per_s": splits.calib.numel() / max(timings["calibration_s"], 1e-9)},
             "versions": versions(),
-        }
+        } | ({"bootstrap": self.stability()} if cfg.bootstrap else {})
+
+    def stability(self) -> dict:
+        """Ranking stability under resampled calibration windows (``analysis.importance.bootstrap``)."""
+        t0 = time.perf_counter()
+        out = bootstrap(self.collector.sample_rows(), self.ad.num_kv_heads, self.cfg.bootstrap, self.cfg.bootstrap_seed)
+        return out | {"seconds": time.perf_counter() - t0}
 
     def write(self, t_start: float, t_load: float, console=None) -> None:
         """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""
@@ -324,6 +339,9 @@ def _cached(run_dir: Path, key: str) -> bool:
 
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     t_start = time.perf_counter()
+    if cfg.bootstrap < 0 or (cfg.bootstrap and cfg.data.calib_samples < 2):
+        raise MinitronError(f"--bootstrap needs a count of at least 1 and at least two calibration samples "
+                            f"(got {cfg.bootstrap} and --samples {cfg.data.calib_samples})")
     if out is not None:  # before any work: a refused or unwritable --out costs nothing
         check_output(out, force)
     lm = load_model(cfg.load)

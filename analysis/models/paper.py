@@ -79,6 +79,9 @@ PRUNING_METHODS: dict[str, tuple[float, float]] = {
 }
 
 
+MINITRON_TARGETS = ("8B", "4B")  # the published students; ``study`` is the ablations' shape
+
+
 def width_targets() -> dict[str, dict[str, float]]:
     """The paper's width targets as fractions of the teacher's widths, computed from the registry.
 

@@ -115,3 +115,23 @@ def test_plot_functions_leave_the_callers_matplotlib_settings_alone(run_dir):
     plt.close(family.mmlu_vs_tokens().figure)
     after = dict(plt.rcParams)
     assert {k for k in before if before[k] != after[k]} == set()
+
+
+def test_ranking_stability_figure_draws_from_a_bootstrap_section(tmp_path):
+    from analysis.importance.bootstrap import bootstrap
+    from analysis.importance.results import write_run
+    from figures.stability import ranking_stability
+    from tests.helpers import SYNTHETIC, synthetic_metrics, synthetic_tensors
+
+    tensors = synthetic_tensors(SYNTHETIC)
+    metrics = synthetic_metrics(SYNTHETIC, tensors)
+    g = torch.Generator().manual_seed(0)
+    L, H, F, D = SYNTHETIC.layers, SYNTHETIC.heads, SYNTHETIC.mlp, SYNTHETIC.hidden
+    metrics["bootstrap"] = bootstrap({"heads": torch.rand(5, L, H, generator=g), "neurons": torch.rand(5, L, F, generator=g),
+                                      "channels": torch.rand(5, L, 2, D, generator=g)}, SYNTHETIC.kv_heads, iters=10)
+    run = load_run(write_run(tmp_path / "r", tensors, metrics))
+    fig, axes = plt.subplots(1, 2)
+    assert ranking_stability(run, axes=axes) is fig
+    assert "tiny-synthetic" in fig.get_suptitle() and axes[1].get_xscale() == "log"
+    plt.close(fig)
+    assert (tmp_path / "r" / "figures" / "ranking_stability.png").name in [p.name for p in draw_run(tmp_path / "r")]
