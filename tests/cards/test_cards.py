@@ -70,6 +70,29 @@ def test_front_matter_round_trips_through_huggingface_hub(family_cards, name):
     assert ModelCard(str(card)).data.to_dict() == data  # re-serialised, reads back the same
 
 
+def test_model_index_has_the_papers_shots_and_metrics(family_cards):
+    from huggingface_hub import ModelCard
+
+    results = {r.dataset_name: r for r in ModelCard(family_cards["minitron-4b"].read_text()).data.eval_results}
+    assert "TriviaQA" not in results and "TriviaQA" not in family_cards["minitron-4b"].read_text()
+    got = {name: (r.dataset_args["num_few_shot"], r.metric_type, r.metric_value) for name, r in results.items()}
+    assert got["TruthfulQA"] == (0, "mc2", 42.9) and got["HellaSwag"] == (10, "acc_norm", 75.0)
+    assert got["ARC-Challenge"] == (25, "acc_norm", 50.9) and got["XLSum (en)"] == (3, "rougeL", 29.5)
+    assert {r.source_name for r in results.values()} == {"arXiv:2407.14679v2 Table 3"}
+
+
+def test_cards_say_where_the_published_card_differs(family_cards):
+    four, eight, fifteen = (family_cards[n].read_text() for n in ("minitron-4b", "minitron-8b", "nemotron-4-15b"))
+    for text in (four, eight):
+        notes = text.split("**Where the published model card differs.**")[-1]
+        for task, shots in (("HellaSwag", 10), ("Winogrande", 5), ("GSM8K", 5), ("ARC-Challenge", 25), ("XLSum (en)", 3)):
+            assert f"- {task}: {shots}-shot" in notes and '"zero-shot" in the published card' in notes
+        assert "- MMLU" not in notes  # the published card says 5-shot too
+    assert "gives the head count as 32" in four and "4.392B" in four and "head count" not in eight
+    assert "published model card differs" not in fifteen  # the teacher has no published card
+    assert check_card(family_cards["minitron-4b"])[1] == []  # the note does not read as a 32-head claim
+
+
 def test_base_model_is_the_teachers_hub_id_when_it_has_one(tmp_path):
     model_dir = _pruned_dir(tmp_path, teacher="smollm2-135m")
     from huggingface_hub import ModelCard
