@@ -282,6 +282,8 @@ def prune(
     layers: Annotated[int | None, typer.Option("--layers", help="decoder layers to keep")] = None,
     depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi (block importance) or drop-loss")] = "bi",
     aggregation: Annotated[str, typer.Option("--aggregation", help="batch_seq aggregation, e.g. l2_mean")] = "l2_mean",
+    head_merge: Annotated[bool, typer.Option(
+        "--head-merge/--no-head-merge", help="fold pruned query heads into kept ones (the paper's §2.3)")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
     data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
     samples: Annotated[int, typer.Option("--samples", help="calibration samples (on-the-fly analysis)")] = 32,
@@ -314,6 +316,7 @@ def prune(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
         run=run, depth_metric=depth_metric, aggregation=aggregation, evaluate=evaluate, batch_size=batch_size,
+        head_merge=head_merge,
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
     )
     if dry_run:

@@ -17,6 +17,7 @@ from analysis.importance.results import DEFAULT_AGGREGATION, load_run
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import from_hf_config
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
+from analysis.pruning import merge
 from analysis.pruning.plan import (
     Importance,
     PruneTarget,
@@ -44,6 +45,7 @@ class PruneConfig:
     data: DataConfig = field(default_factory=DataConfig)  # on-the-fly analysis and perplexity
     evaluate: bool = True  # zero-shot perplexity before and after
     batch_size: int = 8
+    head_merge: bool = True  # fold pruned query heads into kept ones (paper §2.3; analysis.pruning.merge)
 
 
 def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
@@ -86,7 +88,7 @@ def prune(cfg: PruneConfig, console=None):
     target = merged_target(teacher, cfg)
     check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
     imp, run = _importance(cfg, loaded, console)
-    pruned = prune_model(loaded.model, target, imp)
+    pruned = prune_model(loaded.model, target, imp, head_merge=cfg.head_merge)
     ppl = (None, None)
     if cfg.evaluate and loaded.tokenizer is not None:
         ids = build_splits(loaded.tokenizer, cfg.data, teacher.max_positions).eval
@@ -94,6 +96,7 @@ def prune(cfg: PruneConfig, console=None):
     doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned.model), target, cfg, run, ppl,
                  scored=run is not None)
     doc["kept_layers"] = pruned.plan.layers  # which teacher layers survive: the depth decision, auditable
+    doc["head_merge"] = merge.describe(cfg.head_merge, pruned.plan.head_merge, pruned.plan.merge_note)
     return pruned.model, loaded.tokenizer, doc
 
 
@@ -106,6 +109,7 @@ def dry_run(cfg: PruneConfig):
     config = pruned_config(meta.model.config, student, list(range(student.layers)))
     params = from_hf_config(config).params()["total"]
     doc = recipe(meta.name, teacher.params()["total"], params, target, cfg, None, (None, None), False)
-    doc |= {"dry_run": True, "note": "shapes only; which layers/channels/heads survive needs importance"}
+    doc |= {"dry_run": True, "note": "shapes only; which layers/channels/heads survive needs importance",
+            "head_merge": merge.describe(cfg.head_merge, None, "dry run: pairing heads needs head importance")}
     return config, doc
 
