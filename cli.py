@@ -280,7 +280,8 @@ def prune(
     ffn: Annotated[int | None, typer.Option("--ffn", help="MLP neurons to keep per layer")] = None,
     heads: Annotated[int | None, typer.Option("--heads", help="query heads to keep per layer (multiple of kv heads)")] = None,
     layers: Annotated[int | None, typer.Option("--layers", help="decoder layers to keep")] = None,
-    depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi (block importance) or drop-loss")] = "bi",
+    depth_metric: Annotated[str, typer.Option(
+        "--depth-metric", help="bi (block importance), drop-loss (per layer) or block (cheapest contiguous block)")] = "bi",
     aggregation: Annotated[str, typer.Option("--aggregation", help="batch_seq aggregation, e.g. l2_mean")] = "l2_mean",
     head_merge: Annotated[bool, typer.Option(
         "--head-merge/--no-head-merge", help="fold pruned query heads into kept ones (the paper's §2.3)")] = True,

@@ -56,14 +56,19 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
                        heads=t.heads or base.heads, layers=t.layers or base.layers)
 
 
-def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None]:
-    """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices)."""
+def _importance(cfg: PruneConfig, loaded: LoadedModel, removed: int, console=None) -> tuple[Importance, str | None]:
+    """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices).
+
+    ``removed``: layers the target drops; depth by ``block`` needs the loss of blocks of that size.
+    """
     if cfg.run:
         return importance_from_run(load_run(cfg.run), cfg.aggregation, cfg.depth_metric), str(cfg.run)
     if loaded.tokenizer is None:
         return Importance(), None
-    # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
-    acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=(1,))
+    # block size 1 (drop_layer_loss), plus the removed block's size for --depth-metric block: larger
+    # blocks cost extra passes that pruning does not need
+    sizes = (1, removed) if cfg.depth_metric == "block" and removed > 1 else (1,)
+    acfg = AnalysisConfig(load=cfg.load, data=cfg.data, batch_size=cfg.batch_size, block_sizes=sizes)
     run_dir = run_analysis(acfg, console=console)
     return importance_from_run(load_run(run_dir), cfg.aggregation, cfg.depth_metric), str(run_dir)
 
@@ -86,8 +91,8 @@ def prune(cfg: PruneConfig, console=None):
     loaded = load_model(cfg.load)
     teacher = DecoderAdapter(loaded.model).arch
     target = merged_target(teacher, cfg)
-    check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
-    imp, run = _importance(cfg, loaded, console)
+    student = check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
+    imp, run = _importance(cfg, loaded, teacher.layers - student.layers, console)
     pruned = prune_model(loaded.model, target, imp, head_merge=cfg.head_merge)
     ppl = (None, None)
     if cfg.evaluate and loaded.tokenizer is not None:
@@ -96,6 +101,9 @@ def prune(cfg: PruneConfig, console=None):
     doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned.model), target, cfg, run, ppl,
                  scored=run is not None)
     doc["kept_layers"] = pruned.plan.layers  # which teacher layers survive: the depth decision, auditable
+    removed = sorted(set(range(teacher.layers)) - set(pruned.plan.layers))
+    if cfg.depth_metric == "block" and removed:
+        doc["removed_block"] = [removed[0], removed[-1]]  # first and last teacher layer of the contiguous block
     doc["head_merge"] = merge.describe(cfg.head_merge, pruned.plan.head_merge, pruned.plan.merge_note)
     return pruned.model, loaded.tokenizer, doc
 

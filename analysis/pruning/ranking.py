@@ -57,6 +57,19 @@ def rank_layers(depth: torch.Tensor, n: int) -> list[int]:
     return top_sorted(depth, n).tolist()
 
 
+def cheapest_block(losses: torch.Tensor, layers: int, k: int) -> list[int]:
+    """[L-k+1] held-out loss with layers s..s+k-1 removed -> the L-k layers kept when the cheapest block goes.
+
+    The contiguous-block choice of the follow-up paper (arXiv:2408.11796, Llama-3.1-Minitron-4B-Depth):
+    one block of k consecutive layers is removed, the one whose removal raises the loss least; ties go
+    to the earlier block (argmin returns the first minimum).
+    """
+    if losses.shape != (layers - k + 1,):
+        raise ValueError(f"{k}-layer block losses of a {layers}-layer model need {layers - k + 1} values, got {tuple(losses.shape)}")
+    start = int(torch.argmin(losses.double()))
+    return [i for i in range(layers) if not start <= i < start + k]
+
+
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:
     """Boolean mask [L, H] of the heads kept when every GQA group keeps its top ``keep_per_group``.
 
