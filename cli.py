@@ -9,7 +9,7 @@
     python cli.py card --check PATH [--model M]
     python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
     python cli.py prune --model TEACHER [--target 8B | --hidden H --ffn F --heads N --layers L] --out DIR
-    python cli.py search --model 15B --params 8B [--tolerance 0.05]
+    python cli.py search --model 15B --params 8B [--rank --run DIR --retrain-steps N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -338,48 +338,90 @@ def prune(
 @app.command()
 def search(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "15B",
-    params: Annotated[str, typer.Option("--params", help="parameter budget: 8B, 4B or a number (7.5e9)")] = "8B",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="relative distance to the budget")] = 0.05,
-    rank_: Annotated[bool, typer.Option("--rank", help="rank by zero-shot loss after pruning (needs weights)")] = False,
-    run: Annotated[str | None, typer.Option("--run", help="analysis run for --rank")] = None,
+    params: Annotated[str, typer.Option(
+        "--params", help="8B or 4B (the paper's problems, scaled to the teacher) or a parameter count (7.5e9)")] = "8B",
+    tolerance: Annotated[float | None, typer.Option(
+        "--tolerance", help="keep |params - budget| <= t x budget (default: 8B the paper's own list, else 0.05)")] = None,
+    rank_: Annotated[bool, typer.Option("--rank", help="prune, retrain and rank every candidate (needs weights, --run)")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="analysis run of the teacher, for --rank")] = None,
+    retrain_steps: Annotated[int, typer.Option(
+        "--retrain-steps", help="distillation steps per candidate before ranking (paper: ~400); 0: zero-shot order")] = 20,
     aggregation: Annotated[str, typer.Option("--aggregation")] = "l2_mean",
-    depth_metric: Annotated[str, typer.Option("--depth-metric")] = "bi",
-    eval_samples: Annotated[int, typer.Option("--eval-samples")] = 8,
-    seq_len: SeqLen = 256,
+    depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi, drop-loss or block")] = "bi",
+    head_merge: Annotated[bool, typer.Option("--head-merge/--no-head-merge", help="merge pruned heads (§2.3)")] = True,
+    data: Data = "pydoc",
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows the ranking scores")] = 8,
+    seq_len: SeqLen = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per training step and evaluation batch")] = 2,
+    lr: Annotated[float, typer.Option("--lr", help="peak learning rate of the retraining (cosine to lr/10)")] = 1e-4,
+    seed: Seed = 0,
+    out: Annotated[str | None, typer.Option("--out", help="write search.json (candidates, ranking, provenance) here")] = None,
+    force: Force = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
 ):
-    """Candidate architectures of the paper's search space within a parameter budget."""
-    import dataclasses
-
+    """Candidate architectures of the paper's search space within a parameter budget, optionally ranked."""
+    from analysis.core.io import check_output, output_dir, write_json
     from analysis.data import DataConfig
-    from analysis.models.configs import from_hf_config
-    from analysis.models.loading import load_model
-    from analysis.pruning.search import enumerate_candidates, parse_budget, rank_candidates, space_for
+    from analysis.training.loop import DistillConfig
+    from analysis.training.search import SearchJob, run_search
 
-    budget = parse_budget(params)
-    load = _load(model, dtype, "meta", True)
-    teacher = from_hf_config(load_model(load).model.config)
-    candidates = enumerate_candidates(teacher, budget, space_for(budget), tolerance)
-    losses = None
-    if rank_ and candidates:
-        losses = rank_candidates(dataclasses.replace(load, device=device, random_init=False), candidates, run,
-                                 aggregation, depth_metric, DataConfig(seq_len=seq_len, eval_samples=eval_samples))
-    _print_candidates(candidates, budget, losses)
+    if out:
+        check_output(out, force)  # before any work
+    if retrain_steps < 0:
+        raise MinitronError(f"--retrain-steps must be 0 or more, got {retrain_steps}")
+    train = DistillConfig(steps=retrain_steps, seq_len=seq_len, batch_size=batch_size, lr=lr, min_lr=lr / 10,
+                          warmup_steps=max(1, retrain_steps // 10), eval_every=0, eval_samples=eval_samples,
+                          checkpoint_every=0, device=device, dtype=dtype)
+    job = SearchJob(load=_load(model, dtype, device), params=params, tolerance=tolerance, rank=rank_, run=run,
+                    aggregation=aggregation, depth_metric=depth_metric, head_merge=head_merge, train=train,
+                    data=DataConfig(source=data, seed=seed))
+    doc = run_search(job, log=lambda msg: console.print(msg, highlight=False))
+    _print_candidates(doc)
+    if out:
+        with output_dir(out, "search") as tmp:
+            write_json(tmp / "search.json", doc)
+        console.print(f"written: {Path(out) / 'search.json'}")
 
 
-def _print_candidates(candidates, budget: float, losses) -> None:
-    table = Table(title=f"Candidates within the budget of {budget / 1e9:.3g}B")
-    for col in ("#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget") + (("loss",) if losses else ()):
+def _print_candidates(doc: dict) -> None:
+    space, ranking = doc["space"], doc["ranking"]
+    rows = doc["candidates"]
+    budget = space["budget"]
+    low, high = space["window"]
+    table = Table(title=f"{doc['teacher']}, {doc['params']}: budget {_count(budget)}, params in "
+                        f"{_count(low)}..{_count(high)}\n{space['rule']}")
+    cols = ["#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget"]
+    order = list(range(len(rows)))
+    if ranking:
+        key = ranking["order_by"]
+        order.sort(key=lambda i: ranking["rows"][i][key])
+        cols += ["zero-shot loss"] + (["retrained loss", "zero-shot rank"] if ranking["retrain"] else [])
+        zs_rank = {i: r for r, i in enumerate(sorted(order, key=lambda i: ranking["rows"][i]["zero_shot_loss"]), 1)}
+    for col in cols:
         table.add_column(col, justify="right")
-    order = sorted(range(len(candidates)), key=lambda i: losses[i]) if losses else range(len(candidates))
     for n, i in enumerate(order, 1):
-        c = candidates[i]
-        row = [str(n), str(c.arch.layers), str(c.arch.heads), f"{c.mlp_factor:g}", str(c.arch.hidden),
-               str(c.arch.mlp), f"{c.params / 1e9:.3f}B", f"{c.delta(budget):+.1%}"]
-        table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
+        c = rows[i]
+        cells = [str(n), str(c["layers"]), str(c["heads"]), f"{c['mlp_factor']:g}", str(c["hidden"]), str(c["mlp"]),
+                 _count(c["params"]), f"{c['vs_budget']:+.1%}"]
+        if ranking:
+            r = ranking["rows"][i]
+            cells.append(f"{r['zero_shot_loss']:.4f}")
+            if ranking["retrain"]:
+                cells += [f"{r['retrained_loss']:.4f}", str(zs_rank[i])]
+        table.add_row(*cells)
     _wide().print(table)
-    print(f"{len(candidates)} candidates")
+    if ranking and ranking["agreement"]:
+        a = ranking["agreement"]
+        print(f"zero-shot vs retrained order: Spearman {a['spearman']:+.2f} [{a['spearman_ci95'][0]:+.2f}, "
+              f"{a['spearman_ci95'][1]:+.2f}], Kendall {a['kendall']:+.2f} [{a['kendall_ci95'][0]:+.2f}, "
+              f"{a['kendall_ci95'][1]:+.2f}] (95% bootstrap over candidates); the retrained best ranked "
+              f"{a['retrained_best_zero_shot_rank']} zero-shot")
+    print(f"{len(rows)} candidates")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
 def _click_exceptions():

@@ -107,7 +107,7 @@ SEARCH_GRIDS: dict[str, SearchGrid] = {
 # The 15 candidates of the 8B search, (layers, heads, MLP factor, hidden), as the NeurIPS version's
 # Table 19 lists them (listed here by parameter count, smallest first). Nemotron-4 15B -> Minitron 8B
 # is (32, 48, 4, 4096). The paper's text says "within 5% of the target"; with exact counts these 15 span
-# 7.871B..8.494B, i.e. -1.6%..+6.2% of 8B, and a +-5% window would add three (see pruning.search).
+# 7.871B..8.494B, i.e. -1.6%..+6.2% of 8B; a +-5% window would give 18 (see pruning.search).
 TABLE19_8B: tuple[tuple[int, int, float, int], ...] = (
     (32, 48, 2.5, 4608), (30, 48, 4.0, 4096), (29, 32, 2.5, 5120), (32, 32, 3.0, 4608), (29, 48, 3.0, 4608),
     (29, 32, 3.5, 4608), (31, 48, 4.0, 4096), (30, 32, 2.5, 5120), (30, 48, 3.0, 4608), (30, 32, 3.5, 4608),

@@ -26,6 +26,18 @@ def test_search_prints_count():
     assert r.out.strip().endswith("18 candidates")
 
 
+def test_search_8b_prints_table_19(tmp_path):
+    from tests.pruning.test_search import TABLE19
+
+    r = run_cli("search", "--model", "15B", "--params", "8B", "--out", tmp_path / "s")
+    assert r.code == 0, r.err
+    assert r.out.strip().endswith("15 candidates")
+    rows = json.loads((tmp_path / "s" / "search.json").read_text())["candidates"]
+    assert {(c["layers"], c["heads"], c["mlp_factor"], c["hidden"]) for c in rows} == TABLE19
+    printed = {tuple(float(x) for x in line.split("│")[2:6]) for line in r.out.splitlines() if line.count("│") > 8}
+    assert printed == {tuple(float(x) for x in (c[0], c[1], c[2], c[3])) for c in TABLE19}
+
+
 def test_prune_local_directory_without_tokenizer(tmp_path):
     tiny_model("nemotron").save_pretrained(tmp_path / "teacher")
     r = run_cli("prune", "--model", tmp_path / "teacher", "--hidden", "24", "--heads", "2", "--layers", "3",
