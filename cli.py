@@ -4,6 +4,7 @@
     python cli.py analyze [--model NAME] [--data SRC] ...
     python cli.py bench [--model NAME] [--random-init] [--seq-len T] [--batch-size auto|N] [--json]
     torchrun --nproc-per-node N cli.py analyze ...
+    python cli.py perplexity [--model NAME] [--data SRC] [--protocol hf-stride|lm-eval] [--seq-len T]
     python cli.py figures [--run DIR] [--out DIR]
     python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
     python cli.py card --check PATH [--model M]
@@ -164,6 +165,54 @@ def bench(
         print(json.dumps(report, indent=2, default=str))
     else:
         print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
+
+
+@app.command()
+def perplexity(
+    model: Model = "smollm2-135m",
+    data: Data = "pydoc",
+    protocol: Annotated[list[str] | None, typer.Option(
+        "--protocol", help="hf-stride (Hugging Face fixed-length recipe) or lm-eval (lm-evaluation-harness "
+        "loglikelihood_rolling); repeat for several (default: both)")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per window (the model's context at most)")] = 512,
+    stride: Annotated[int | None, typer.Option("--stride", help="hf-stride: tokens between window starts (default --seq-len)")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", help="score only the first N characters of the text")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward")] = 4,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="write perplexity.json (results + provenance) here")] = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
+):
+    """Perplexity of a whole text (one document) under named protocols, comparable with the tools that define them."""
+    from analysis.core.io import check_output, output_dir, write_json
+    from analysis.data import DataConfig
+    from analysis.evaluation.perplexity import PROTOCOLS, PerplexityJob, run_perplexity
+
+    protocols = tuple(protocol or PROTOCOLS)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise MinitronError(f"unknown --protocol '{unknown[0]}'; choose from {', '.join(PROTOCOLS)}")
+    if out:
+        check_output(out, force)  # before any work
+    job = PerplexityJob(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
+                        data=DataConfig(source=data, max_chars=max_chars), protocols=protocols, seq_len=seq_len,
+                        stride=stride, batch_size=batch_size)
+    doc = run_perplexity(job, progress=True)
+    table = Table(title=f"{doc['model']['name']} on {data} ({doc['data']['chars']:,} characters, one document)")
+    for col in ("protocol", "window", "tokens", "scored", "token ppl", "word ppl", "byte ppl", "bits/byte"):
+        table.add_column(col, justify="left" if col == "protocol" else "right")
+    for name, r in doc["results"].items():
+        extra = [f"{r[k]:.4f}" if k in r else "-" for k in ("word_perplexity", "byte_perplexity", "bits_per_byte")]
+        window = str(r["seq_len"]) + (f"/{r['stride']}" if r["stride"] and r["stride"] != r["seq_len"] else "")
+        table.add_row(name, window, f"{r['tokens']:,}", f"{r['scored']:,}", f"{r['token_perplexity']:.4f}", *extra)
+    _wide().print(table)
+    if out:
+        with output_dir(out, "perplexity") as tmp:
+            write_json(tmp / "perplexity.json", doc)
+        console.print(f"written: {Path(out) / 'perplexity.json'}")
 
 
 def _draw_run(run_dir) -> None:
