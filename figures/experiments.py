@@ -130,3 +130,25 @@ def pruning_methods(ax=None):
     ax.set_title(f"Pruned 8B-class models by method ({PAPER})")
     ax.legend()
     return fig
+
+
+@style.house
+def head_merge(result: dict, ax=None):
+    """Merged minus plain held-out loss per heads target and phase, with 95% bootstrap intervals over windows."""
+    rows = result["rows"]
+    fig, ax = style.new_axes(ax, figsize=(8.5, 1.2 + 0.55 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        lo, hi = r["ci95"]
+        color = style.color(0 if hi < 0 else 3 if lo > 0 else 7)
+        ax.errorbar(r["diff"], yi, xerr=[[r["diff"] - lo], [hi - r["diff"]]], fmt="o", color=color, capsize=4)
+        ax.annotate(f"{r['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]", (hi, yi), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+    ax.axvline(0, color="0.3", lw=1)
+    teacher = result["teacher_heads"]
+    ax.set_yticks(y, [f"{teacher} -> {r['heads']} heads, {r['phase']}" for r in rows], fontsize=8.5)
+    ax.set_xlabel("held-out loss, merged - not merged (nats/token; < 0: merging helps)")
+    ax.set_title(f"Head residual merging (§2.3), paired over {rows[0]['windows']} held-out windows")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right + 0.35 * (right - left))  # room for the labels
+    return fig

@@ -156,6 +156,28 @@ for r in res["rows"]:
         ("code", """written = save_figure(fx.distill_vs_finetune(res), FIGURES, "distill_vs_finetune")
 print(*written, sep="\\n")"""),
     ],
+    "07_head_merging": [
+        ("md", ("# Head residual merging (paper §2.3)\nHeads-only pruning of the embedded default with and without "
+               "folding the pruned query heads into the kept ones (`analysis.pruning.merge`), scored on the same "
+               "held-out windows zero-shot and after distillation: paired differences with 95% bootstrap "
+               "intervals over windows. A direction is claimed only where the interval excludes zero.")),
+        ("code", HEADER),
+        ("code", SETUP),
+        ("code", """from dataclasses import replace
+
+from analysis.experiments.setup import unused_windows
+
+eval_ids = unused_windows(setup, 8 if SMALL else 48)  # more held-out windows than setup.eval_ids, seen by nothing
+res = ex.head_merge_study(model, run, eval_ids, setup.train_ids, replace(setup.cfg, eval_every=0),
+                          seeds=(0,) if SMALL else (0, 1))
+(RESULTS / "head_merging.json").write_text(json.dumps(res, indent=1))
+print(f"teacher loss {res['teacher_loss']:.3f} on {res['eval_windows']} windows")
+for r in res["rows"]:
+    print(f"{res['teacher_heads']} -> {r['heads']} heads, {r['phase']:24} merged {r['merged_loss']:.3f}  plain "
+          f"{r['plain_loss']:.3f}  diff {r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]  {r['direction']}")"""),
+        ("code", """written = save_figure(fx.head_merge(res), FIGURES, "head_merging")
+print(*written, sep="\\n")"""),
+    ],
 }
 
 

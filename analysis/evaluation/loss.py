@@ -97,6 +97,18 @@ def heldout(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> H
     return Heldout(nll=total, tokens=ids.shape[0] * (ids.shape[1] - 1))
 
 
+@torch.no_grad()
+def heldout_windows(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Mean NLL of each window (M,) float64 under ``PROTOCOL``: the unit a bootstrap over windows resamples."""
+    ad, device = DecoderAdapter(model), next(model.parameters()).device
+    out = []
+    for batch in ids.split(batch_size):
+        batch = batch.to(device)
+        normed = ad.backbone(input_ids=batch, use_cache=False).last_hidden_state
+        out += [float(head_nll(ad, normed[b:b + 1], batch[b:b + 1])) / (ids.shape[1] - 1) for b in range(len(batch))]
+    return torch.tensor(out, dtype=torch.float64)
+
+
 def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     """Sum over rows of KL(p_t || p_s), in float32: (n, V), (n, V) -> scalar."""
     log_s = F.log_softmax(s.float() / temperature, dim=-1)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.data import DataConfig
+from analysis.data import DataConfig, make_splits, read_stream
 from analysis.importance.pipeline import AnalysisConfig, run_analysis
 from analysis.importance.results import RunResult, load_run
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
@@ -116,3 +116,18 @@ def prepare(sc: Scale, runs: str | Path, model: str = DEFAULT_MODEL, source: str
     splits = training_splits(loaded.tokenizer, acfg.data, longest,
                              getattr(loaded.model.config, "max_position_embeddings", None))
     return Setup(loaded, run, splits.calib, splits.eval, cfg, compare_cfg, sc)
+
+
+def unused_windows(setup: Setup, n: int, source: str = "pydoc") -> torch.Tensor:
+    """(n, T) windows that neither selection nor training saw: held-out for studies needing more than ``eval_ids``.
+
+    ``analysis.data`` permutes the windows once per seed: the first eval_samples are held out, the analysis
+    calibrates on the next calib_samples and training takes the next steps x batch. The n windows after
+    all of those were used by nothing.
+    """
+    sc, cfg = setup.scale, setup.cfg
+    used = sc.eval_samples + max(sc.calib_samples, max(cfg.steps, setup.compare_cfg.steps) * cfg.batch_size * cfg.grad_accum)
+    stream, meta = read_stream(setup.loaded.tokenizer, DataConfig(source=source))
+    splits = make_splits(stream, DataConfig(source=source, seq_len=sc.seq_len, calib_samples=0, eval_samples=used + n),
+                         meta)
+    return splits.eval[used:]

@@ -17,8 +17,8 @@ from dataclasses import asdict, replace
 
 import torch
 
-from analysis.evaluation.loss import heldout
-from analysis.importance.metrics import spearman
+from analysis.evaluation.loss import heldout, heldout_windows
+from analysis.importance.metrics import bootstrap_interval, spearman
 from analysis.importance.results import AGGREGATIONS, DEFAULT_AGGREGATION
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.paper import AGGREGATION_LOSS
@@ -174,6 +174,46 @@ def distill_vs_finetune(teacher, student, train_ids: torch.Tensor, eval_ids: tor
             "history": {m: r["history"] for m, r in runs.items()},
             "teacher_loss": runs["distill"]["before"]["teacher_loss"], "params": param_count(student),
             "config": asdict(cfg)}
+
+
+def _paired(merged: torch.Tensor, plain: torch.Tensor, label: str, heads: int, resamples: int) -> dict:
+    """Mean held-out loss of both students and their paired difference with a 95% bootstrap over windows."""
+    diff = merged - plain
+    lo, hi = bootstrap_interval(lambda i: float(diff[i].mean()), len(diff), resamples)
+    return {"heads": heads, "phase": label, "merged_loss": float(merged.mean()), "plain_loss": float(plain.mean()),
+            "diff": float(diff.mean()), "ci95": [lo, hi], "windows": len(diff),
+            "direction": "merged better" if hi < 0 else "merged worse" if lo > 0 else "no direction (interval spans 0)"}
+
+
+def head_merge_study(model, run, eval_ids: torch.Tensor, train_ids: torch.Tensor | None, cfg: DistillConfig,
+                     keep: tuple[float, ...] = (2 / 3, 1 / 3), seeds: tuple[int, ...] = (0,),
+                     resamples: int = 2000) -> dict:
+    """Head residual merging (paper §2.3, ``analysis.pruning.merge``) on vs off, heads-only pruning.
+
+    For each share of heads kept (rounded to whole heads per GQA group), the same importance prunes two
+    students, with and without merging. Both are scored on the same held-out windows, zero-shot and after
+    ``cfg.steps`` distillation steps (one run per training seed, identical batches for both); rows give
+    the paired difference merged - plain with a 95% percentile bootstrap over windows. Negative = merging helps.
+    """
+    teacher = DecoderAdapter(model).arch
+    targets = sorted({fraction_target(teacher, heads=f).heads for f in keep} - {teacher.heads}, reverse=True)
+    imp = importance_from_run(run, DEFAULT_AGGREGATION, "bi")
+    rows = []
+    for heads in targets:
+        students = {m: surgery.prune_model(model, PruneTarget(heads=heads), imp, head_merge=m) for m in (True, False)}
+        zero = {m: heldout_windows(p.model, eval_ids) for m, p in students.items()}
+        rows.append(_paired(zero[True], zero[False], "zero-shot", heads, resamples)
+                    | {"pairs_per_layer": len(students[True].plan.head_merge[students[True].plan.layers[0]])})
+        for seed in seeds if train_ids is not None else ():
+            after = {}
+            for m, p in students.items():
+                trainer = Trainer(model, copy.deepcopy(p.model), train_ids, eval_ids, replace(cfg, seed=seed))
+                trainer.run()
+                after[m] = heldout_windows(trainer.student.eval(), eval_ids)
+            rows.append(_paired(after[True], after[False], f"after {cfg.steps} steps (seed {seed})", heads, resamples))
+    return {"rows": rows, "teacher_heads": teacher.heads, "kv_heads": teacher.kv_heads,
+            "teacher_loss": float(heldout_windows(model, eval_ids).mean()), "eval_windows": list(eval_ids.shape),
+            "train": None if train_ids is None else asdict(cfg), "seeds": list(seeds)}
 
 
 def layer_drop_curves(run) -> dict:

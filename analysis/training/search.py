@@ -23,7 +23,7 @@ import torch
 
 from analysis.core.errors import MinitronError
 from analysis.core.provenance import now, versions
-from analysis.data import DataConfig
+from analysis.data import DataConfig, shared_tokens
 from analysis.importance.metrics import bootstrap_interval, kendall, spearman
 from analysis.importance.results import DEFAULT_AGGREGATION, load_run
 from analysis.models.adapter import param_count
@@ -100,6 +100,18 @@ class SearchJob:
     head_merge: bool = True
 
 
+def _check_disjoint(run_data: dict, meta: dict, run_dir: str) -> None:
+    """The ranking's held-out windows must share no token with the windows the importance was computed on."""
+    cfg = run_data.get("config", {})
+    if run_data.get("source") != meta.get("source") or run_data.get("stream_sha256") != meta.get("stream_sha256"):
+        return  # another text: no window in common
+    if shared_tokens(run_data.get("calib_windows", []), cfg.get("seq_len", 0), meta["eval_windows"], meta["config"]["seq_len"]):
+        raise MinitronError(f"the ranking's {len(meta['eval_windows'])} held-out windows overlap the calibration windows "
+                            f"of {run_dir}: selection and evaluation must not share text; rerun analyze with "
+                            f"--eval-samples {len(meta['eval_windows'])} and --seq-len {meta['config']['seq_len']} (or more "
+                            "held-out windows), or rank with fewer --eval-samples")
+
+
 def _ranking(job: SearchJob, candidates: list[Candidate], log) -> dict:
     """Load the teacher's weights, cut the windows, rank: the ``ranking`` part of search.json."""
     if job.run is None:
@@ -110,6 +122,7 @@ def _ranking(job: SearchJob, candidates: list[Candidate], log) -> dict:
         raise MinitronError(f"{job.load.model}: no tokenizer, cannot measure the held-out loss")
     cfg = job.train
     splits = training_splits(loaded.tokenizer, job.data, cfg, getattr(loaded.model.config, "max_position_embeddings", None))
+    _check_disjoint(load_run(job.run).metrics.get("data", {}), splits.meta, job.run)
     rows = rank_after_retraining(loaded.model, candidates, importance, splits.calib, splits.eval, cfg, job.head_merge, log)
     agreement = None
     if cfg.steps and len(rows) > 2:

@@ -121,3 +121,27 @@ def test_layer_drop_curves_shapes(run):
 
 def test_pruning_methods_figure():
     plt.close(fx.pruning_methods())
+
+
+def test_head_merge_study_pairs_the_same_windows(run):
+    model = tiny_model("llama", heads=8, kv_heads=2)  # 4 heads per group: keep 3 and 1
+    arch = DecoderAdapter(model).arch
+    tensors = synthetic_tensors(arch, block_sizes=(1,))
+    merge_run = RunResult(run.path, tensors, synthetic_metrics(arch, tensors, "tiny-llama"))
+    eval_ids, train_ids = ids(6), ids(8, seed=2)
+    res = ex.head_merge_study(model, merge_run, eval_ids, train_ids, CFG, keep=(3 / 4, 1 / 4), resamples=200)
+    assert [(r["heads"], r["phase"]) for r in res["rows"]] == [
+        (6, "zero-shot"), (6, "after 2 steps (seed 0)"), (2, "zero-shot"), (2, "after 2 steps (seed 0)")]
+    from analysis.evaluation.loss import heldout
+    from analysis.pruning.plan import PruneTarget, importance_from_run
+    from analysis.pruning.surgery import prune_model
+
+    imp = importance_from_run(merge_run, "l2_mean", "bi")
+    for r in (res["rows"][0], res["rows"][2]):  # zero-shot numbers, measured independently
+        for merged, key in ((True, "merged_loss"), (False, "plain_loss")):
+            student = prune_model(model, PruneTarget(heads=r["heads"]), imp, head_merge=merged).model
+            assert r[key] == pytest.approx(heldout(student, eval_ids).loss, rel=1e-6)
+        assert r["diff"] == pytest.approx(r["merged_loss"] - r["plain_loss"])
+        assert r["ci95"][0] <= r["diff"] <= r["ci95"][1] and r["windows"] == 6
+    assert res["rows"][0]["pairs_per_layer"] == 2 and res["rows"][2]["pairs_per_layer"] == 2  # min(K, r - K) x 2 groups
+    plt.close(fx.head_merge(res))

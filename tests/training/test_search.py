@@ -80,6 +80,9 @@ def test_search_command_ranks_and_writes_search_json(tmp_path, tiny_dirs):
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
     r = run_cli("search", "--model", teacher, "--params", budget, "--rank", "--retrain-steps", "0")
     assert r.code == 2 and len(r.error_lines) == 1 and "--rank needs --run" in r.err
+    r = run_cli("search", "--model", teacher, "--params", budget, "--tolerance", "0.1", "--rank", "--run", run,
+                "--retrain-steps", "0", "--seq-len", "16", "--eval-samples", "4", "--device", "cpu")
+    assert r.code == 2 and len(r.error_lines) == 1 and "overlap the calibration windows" in r.err
 
 
 def test_zero_shot_order_is_kept_as_an_option(tmp_path, tiny_dirs):
