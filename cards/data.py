@@ -79,6 +79,7 @@ class PruneInfo:
     aggregation: str
     ppl_before: float | None = None
     ppl_after: float | None = None
+    head_merge: dict | None = None  # analysis.pruning.merge.describe(): enabled, applied, pairs or reason
 
 
 @dataclass

@@ -262,6 +262,16 @@ def test_card_for_a_pruned_directory(tmp_path):
     assert r.code == 0 and Path(r.out.strip()) == readme
 
 
+@pytest.mark.parametrize("merge, says", [({"enabled": True, "applied": True, "pairs": {"0": [[1, 2]]}}, "were merged"),
+                                         ({"enabled": False, "applied": False, "reason": "--no-head-merge"},
+                                          "were not merged (--no-head-merge)")])
+def test_pruned_card_says_whether_heads_were_merged(tmp_path, merge, says):
+    recipe = json.loads((_pruned_dir(tmp_path) / "prune_recipe.json").read_text()) | {"head_merge": merge}
+    (tmp_path / "tiny-pruned" / "prune_recipe.json").write_text(json.dumps(recipe))
+    text = write_card_for_directory(tmp_path / "tiny-pruned", runs_root=tmp_path / "runs").read_text()
+    assert f"Pruned heads {says}" in text or f"query heads {says}" in text
+
+
 def test_bad_prune_recipe_is_one_line_error_and_nothing_written(tmp_path):
     model_dir = _pruned_dir(tmp_path, recipe="{not json")
     r = run_cli("card", "--model", model_dir)
