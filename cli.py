@@ -103,7 +103,9 @@ def analyze(
     batch_size: Annotated[str, typer.Option("--batch-size", help="samples per forward, or auto")] = "8",
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="cap for --batch-size auto")] = None,
     block_sizes: Annotated[str, typer.Option("--block-sizes", help="contiguous block sizes for drop curves")] = "1,2,4,8",
-    pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
+    pre_activation: Annotated[bool, typer.Option("--pre-activation", help=(
+        "neuron importance before the activation, the paper's X W1^T (gated MLPs: gate_proj alone); default: "
+        "after it, Model Optimizer's choice"))] = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
     device_map: Annotated[str | None, typer.Option("--device-map", help="auto: spread a model too big for one GPU")] = None,

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.models.paper import PRUNING_METHODS
-from analysis.models.registry import PAPER
+from analysis.models.registry import PAPER, PAPER_V2
 from figures import style
 
 _AGG_NAMES = {"mean": "mean |x|", "l2": "L2", "var": "variance"}
@@ -48,7 +48,7 @@ def aggregation_study(result: dict, axes=None) -> plt.Figure:
     _heatmap(axes[0], _grid(result["rows"], "loss"),
              f"this run: pruned to hidden {t['hidden']}, MLP {t['ffn']}, heads {t['heads']}\n"
              f"(unpruned loss {result['teacher_loss']:.2f})")
-    _heatmap(axes[1], _grid(result["rows"], "paper_loss_8t"), f"{PAPER} Table 11: Nemotron-4 15B -> 8B shape\n(8T blend)")
+    _heatmap(axes[1], _grid(result["rows"], "paper_loss_8t"), f"{PAPER_V2} Table 11: Nemotron-4 15B -> 8B shape\n(8T blend)")
     fig.suptitle(f"Aggregation of importance scores: Spearman rho vs paper {result['spearman_vs_paper']:+.2f}")
     return fig
 

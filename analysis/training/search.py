@@ -8,8 +8,9 @@ the held-out loss before (zero-shot) and after. ``order_agreement`` says how muc
 Spearman's rho and Kendall's tau with percentile-bootstrap intervals over candidates.
 
 Windows (``analysis.data``): held-out = the first ``eval_samples`` permuted windows; training = the
-windows after them. The importance scores come from an analysis run's calibration windows, which are
-also after the held-out ones, so ranking never scores a window that selection or training saw.
+windows after them. The importance scores come from an analysis run's calibration windows; a run whose
+calibration shares a token with the ranking's held-out windows is refused (``_check_disjoint``), so
+ranking never scores text that selection or training saw.
 """
 
 from __future__ import annotations
