@@ -4,12 +4,14 @@
     python cli.py analyze [--model NAME] [--data SRC] ...
     python cli.py bench [--model NAME] [--random-init] [--seq-len T] [--batch-size auto|N] [--json]
     torchrun --nproc-per-node N cli.py analyze ...
+    python cli.py perplexity [--model NAME] [--data SRC] [--protocol hf-stride|lm-eval] [--seq-len T]
     python cli.py figures [--run DIR] [--out DIR]
     python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
     python cli.py card --check PATH [--model M]
     python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
     python cli.py prune --model TEACHER [--target 8B | --hidden H --ffn F --heads N --layers L] --out DIR
-    python cli.py search --model 15B --params 8B [--tolerance 0.05]
+    python cli.py search --model 15B --params 8B [--rank --run DIR --retrain-steps N] [--out DIR]
+    python cli.py perplexity [--model M] [--data SRC] [--protocol hf-stride|lm-eval]
     python cli.py experiment NAME [--seeds N] [--small] [--estimate]
     python cli.py experiment --report [--check]
     python cli.py evaluate --model M --tasks T1,T2 [--num-fewshot K | --paper-settings] [--limit N]
@@ -107,7 +109,9 @@ def analyze(
     batch_size: Annotated[str, typer.Option("--batch-size", help="samples per forward, or auto")] = "8",
     max_batch_size: Annotated[int | None, typer.Option("--max-batch-size", help="cap for --batch-size auto")] = None,
     block_sizes: Annotated[str, typer.Option("--block-sizes", help="contiguous block sizes for drop curves")] = "1,2,4,8",
-    pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
+    pre_activation: Annotated[bool, typer.Option("--pre-activation", help=(
+        "neuron importance before the activation, the paper's X W1^T (gated MLPs: gate_proj alone); default: "
+        "after it, Model Optimizer's choice"))] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="resample the calibration windows N times: how "
                                            "stable the kept sets are (0: off)")] = 0,
     dtype: Dtype = "auto",
@@ -172,6 +176,54 @@ def bench(
         print(json.dumps(report, indent=2, default=str))
     else:
         print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
+
+
+@app.command()
+def perplexity(
+    model: Model = "smollm2-135m",
+    data: Data = "pydoc",
+    protocol: Annotated[list[str] | None, typer.Option(
+        "--protocol", help="hf-stride (Hugging Face fixed-length recipe) or lm-eval (lm-evaluation-harness "
+        "loglikelihood_rolling); repeat for several (default: both)")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per window (the model's context at most)")] = 512,
+    stride: Annotated[int | None, typer.Option("--stride", help="hf-stride: tokens between window starts (default --seq-len)")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", help="score only the first N characters of the text")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward")] = 4,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="write perplexity.json (results + provenance) here")] = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
+):
+    """Perplexity of a whole text (one document) under named protocols, comparable with the tools that define them."""
+    from analysis.core.io import check_output, output_dir, write_json
+    from analysis.data import DataConfig
+    from analysis.evaluation.perplexity import PROTOCOLS, PerplexityJob, run_perplexity
+
+    protocols = tuple(protocol or PROTOCOLS)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise MinitronError(f"unknown --protocol '{unknown[0]}'; choose from {', '.join(PROTOCOLS)}")
+    if out:
+        check_output(out, force)  # before any work
+    job = PerplexityJob(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
+                        data=DataConfig(source=data, max_chars=max_chars), protocols=protocols, seq_len=seq_len,
+                        stride=stride, batch_size=batch_size)
+    doc = run_perplexity(job, progress=True)
+    table = Table(title=f"{doc['model']['name']} on {data} ({doc['data']['chars']:,} characters, one document)")
+    for col in ("protocol", "window", "tokens", "scored", "token ppl", "word ppl", "byte ppl", "bits/byte"):
+        table.add_column(col, justify="left" if col == "protocol" else "right")
+    for name, r in doc["results"].items():
+        extra = [f"{r[k]:.4f}" if k in r else "-" for k in ("word_perplexity", "byte_perplexity", "bits_per_byte")]
+        window = str(r["seq_len"]) + (f"/{r['stride']}" if r["stride"] and r["stride"] != r["seq_len"] else "")
+        table.add_row(name, window, f"{r['tokens']:,}", f"{r['scored']:,}", f"{r['token_perplexity']:.4f}", *extra)
+    _wide().print(table)
+    if out:
+        with output_dir(out, "perplexity") as tmp:
+            write_json(tmp / "perplexity.json", doc)
+        console.print(f"written: {Path(out) / 'perplexity.json'}")
 
 
 def _draw_run(run_dir) -> None:
@@ -364,8 +416,11 @@ def prune(
     ffn: Annotated[int | None, typer.Option("--ffn", help="MLP neurons to keep per layer")] = None,
     heads: Annotated[int | None, typer.Option("--heads", help="query heads to keep per layer (multiple of kv heads)")] = None,
     layers: Annotated[int | None, typer.Option("--layers", help="decoder layers to keep")] = None,
-    depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi (block importance) or drop-loss")] = "bi",
+    depth_metric: Annotated[str, typer.Option(
+        "--depth-metric", help="bi (block importance), drop-loss (per layer) or block (cheapest contiguous block)")] = "bi",
     aggregation: Annotated[str, typer.Option("--aggregation", help="batch_seq aggregation, e.g. l2_mean")] = "l2_mean",
+    head_merge: Annotated[bool, typer.Option(
+        "--head-merge/--no-head-merge", help="fold pruned query heads into kept ones (the paper's §2.3)")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
     data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
     samples: Annotated[int, typer.Option("--samples", help="calibration samples (on-the-fly analysis)")] = 32,
@@ -401,6 +456,7 @@ def prune(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=PruneTarget(hidden=hidden, ffn=ffn, heads=heads, layers=layers), target_name=target,
         run=run, depth_metric=depth_metric, aggregation=aggregation, evaluate=evaluate, batch_size=batch_size,
+        head_merge=head_merge,
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=select_samples,
                         test_samples=eval_samples, seed=seed),
     )
@@ -422,48 +478,90 @@ def prune(
 @app.command()
 def search(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "15B",
-    params: Annotated[str, typer.Option("--params", help="parameter budget: 8B, 4B or a number (7.5e9)")] = "8B",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="relative distance to the budget")] = 0.05,
-    rank_: Annotated[bool, typer.Option("--rank", help="rank by zero-shot loss after pruning (needs weights)")] = False,
-    run: Annotated[str | None, typer.Option("--run", help="analysis run for --rank")] = None,
+    params: Annotated[str, typer.Option(
+        "--params", help="8B or 4B (the paper's problems, scaled to the teacher) or a parameter count (7.5e9)")] = "8B",
+    tolerance: Annotated[float | None, typer.Option(
+        "--tolerance", help="keep |params - budget| <= t x budget (default: 8B the paper's own list, else 0.05)")] = None,
+    rank_: Annotated[bool, typer.Option("--rank", help="prune, retrain and rank every candidate (needs weights, --run)")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="analysis run of the teacher, for --rank")] = None,
+    retrain_steps: Annotated[int, typer.Option(
+        "--retrain-steps", help="distillation steps per candidate before ranking (paper: ~400); 0: zero-shot order")] = 20,
     aggregation: Annotated[str, typer.Option("--aggregation")] = "l2_mean",
-    depth_metric: Annotated[str, typer.Option("--depth-metric")] = "bi",
-    eval_samples: Annotated[int, typer.Option("--eval-samples")] = 8,
-    seq_len: SeqLen = 256,
+    depth_metric: Annotated[str, typer.Option("--depth-metric", help="bi, drop-loss or block")] = "bi",
+    head_merge: Annotated[bool, typer.Option("--head-merge/--no-head-merge", help="merge pruned heads (§2.3)")] = True,
+    data: Data = "pydoc",
+    eval_samples: Annotated[int, typer.Option("--eval-samples", help="held-out windows the ranking scores")] = 8,
+    seq_len: SeqLen = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per training step and evaluation batch")] = 2,
+    lr: Annotated[float, typer.Option("--lr", help="peak learning rate of the retraining (cosine to lr/10)")] = 1e-4,
+    seed: Seed = 0,
+    out: Annotated[str | None, typer.Option("--out", help="write search.json (candidates, ranking, provenance) here")] = None,
+    force: Force = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
 ):
-    """Candidate architectures of the paper's search space within a parameter budget."""
-    import dataclasses
-
+    """Candidate architectures of the paper's search space within a parameter budget, optionally ranked."""
+    from analysis.core.io import check_output, output_dir, write_json
     from analysis.data import DataConfig
-    from analysis.models.configs import from_hf_config
-    from analysis.models.loading import load_model
-    from analysis.pruning.search import enumerate_candidates, parse_budget, rank_candidates, space_for
+    from analysis.training.loop import DistillConfig
+    from analysis.training.search import SearchJob, run_search
 
-    budget = parse_budget(params)
-    load = _load(model, dtype, "meta", True)
-    teacher = from_hf_config(load_model(load).model.config)
-    candidates = enumerate_candidates(teacher, budget, space_for(budget), tolerance)
-    losses = None
-    if rank_ and candidates:
-        losses = rank_candidates(dataclasses.replace(load, device=device, random_init=False), candidates, run,
-                                 aggregation, depth_metric, DataConfig(seq_len=seq_len, eval_samples=eval_samples))
-    _print_candidates(candidates, budget, losses)
+    if out:
+        check_output(out, force)  # before any work
+    if retrain_steps < 0:
+        raise MinitronError(f"--retrain-steps must be 0 or more, got {retrain_steps}")
+    train = DistillConfig(steps=retrain_steps, seq_len=seq_len, batch_size=batch_size, lr=lr, min_lr=lr / 10,
+                          warmup_steps=max(1, retrain_steps // 10), eval_every=0, eval_samples=eval_samples,
+                          checkpoint_every=0, device=device, dtype=dtype)
+    job = SearchJob(load=_load(model, dtype, device), params=params, tolerance=tolerance, rank=rank_, run=run,
+                    aggregation=aggregation, depth_metric=depth_metric, head_merge=head_merge, train=train,
+                    data=DataConfig(source=data, seed=seed))
+    doc = run_search(job, log=lambda msg: console.print(msg, highlight=False))
+    _print_candidates(doc)
+    if out:
+        with output_dir(out, "search") as tmp:
+            write_json(tmp / "search.json", doc)
+        console.print(f"written: {Path(out) / 'search.json'}")
 
 
-def _print_candidates(candidates, budget: float, losses) -> None:
-    table = Table(title=f"Candidates within the budget of {budget / 1e9:.3g}B")
-    for col in ("#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget") + (("loss",) if losses else ()):
+def _print_candidates(doc: dict) -> None:
+    space, ranking = doc["space"], doc["ranking"]
+    rows = doc["candidates"]
+    budget = space["budget"]
+    low, high = space["window"]
+    table = Table(title=f"{doc['teacher']}, {doc['params']}: budget {_count(budget)}, params in "
+                        f"{_count(low)}..{_count(high)}\n{space['rule']}")
+    cols = ["#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget"]
+    order = list(range(len(rows)))
+    if ranking:
+        key = ranking["order_by"]
+        order.sort(key=lambda i: ranking["rows"][i][key])
+        cols += ["zero-shot loss"] + (["retrained loss", "zero-shot rank"] if ranking["retrain"] else [])
+        zs_rank = {i: r for r, i in enumerate(sorted(order, key=lambda i: ranking["rows"][i]["zero_shot_loss"]), 1)}
+    for col in cols:
         table.add_column(col, justify="right")
-    order = sorted(range(len(candidates)), key=lambda i: losses[i]) if losses else range(len(candidates))
     for n, i in enumerate(order, 1):
-        c = candidates[i]
-        row = [str(n), str(c.arch.layers), str(c.arch.heads), f"{c.mlp_factor:g}", str(c.arch.hidden),
-               str(c.arch.mlp), f"{c.params / 1e9:.3f}B", f"{c.delta(budget):+.1%}"]
-        table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
+        c = rows[i]
+        cells = [str(n), str(c["layers"]), str(c["heads"]), f"{c['mlp_factor']:g}", str(c["hidden"]), str(c["mlp"]),
+                 _count(c["params"]), f"{c['vs_budget']:+.1%}"]
+        if ranking:
+            r = ranking["rows"][i]
+            cells.append(f"{r['zero_shot_loss']:.4f}")
+            if ranking["retrain"]:
+                cells += [f"{r['retrained_loss']:.4f}", str(zs_rank[i])]
+        table.add_row(*cells)
     _wide().print(table)
-    print(f"{len(candidates)} candidates")
+    if ranking and ranking["agreement"]:
+        a = ranking["agreement"]
+        print(f"zero-shot vs retrained order: Spearman {a['spearman']:+.2f} [{a['spearman_ci95'][0]:+.2f}, "
+              f"{a['spearman_ci95'][1]:+.2f}], Kendall {a['kendall']:+.2f} [{a['kendall_ci95'][0]:+.2f}, "
+              f"{a['kendall_ci95'][1]:+.2f}] (95% bootstrap over candidates); the retrained best ranked "
+              f"{a['retrained_best_zero_shot_rank']} zero-shot")
+    print(f"{len(rows)} candidates")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
 @app.command()

@@ -28,6 +28,7 @@ Protocol (recorded in every result):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -249,6 +250,20 @@ def check_disjoint(parts: dict[str, list[tuple[int, int]]]) -> None:
                                 f"{start}..{end}): a number measured on them would not be held out")
         if holder is None or end > reach[1]:
             reach, holder = (start, end), name
+
+
+def shared_tokens(a: list[int], a_len: int, b: list[int], b_len: int) -> bool:
+    """Whether windows ``a`` (of a_len tokens) and ``b`` (of b_len) of one stream cover a common token.
+
+    Window i of length T covers stream tokens [i*T, (i+1)*T); used to keep selection and evaluation apart.
+    """
+    starts = sorted(i * a_len for i in a)  # the a windows are disjoint spans [start, start + a_len)
+    for j in b:
+        lo, hi = j * b_len, (j + 1) * b_len
+        k = bisect.bisect_right(starts, hi - 1) - 1  # the last a window starting before hi
+        if k >= 0 and starts[k] + a_len > lo:  # it is the only one that can reach past lo
+            return True
+    return False
 
 
 def check_context(seq_len: int, max_positions: int | None) -> None:

@@ -82,6 +82,7 @@ class PruneInfo:
     aggregation: str
     ppl_before: float | None = None
     ppl_after: float | None = None
+    head_merge: dict | None = None  # analysis.pruning.merge.describe(): enabled, applied, pairs or reason
 
 
 @dataclass
@@ -132,6 +133,26 @@ class CardData:
         ran = self.analysis.architecture
         return [f"{k} {ran[k]} (card: {getattr(self.arch, k)})" for k in ("layers", "hidden", "heads", "kv_heads", "mlp")
                 if k in ran and ran[k] != getattr(self.arch, k)]
+
+    @property
+    def shot_differences(self) -> list[Row]:
+        """Benchmarks whose shots the published card states differently from the paper (label: task)."""
+        stated = self.facts.card_shots if self.facts else {}
+        def called(shots: int) -> str:
+            return '"zero-shot"' if shots == 0 else f"{shots}-shot"
+
+        return [Row(e.task, f"{e.shots}-shot {e.metric} in {e.source}; {called(stated[e.benchmark])} in the published card")
+                for e in self.evals if e.benchmark in stated and stated[e.benchmark] != e.shots]
+
+    @property
+    def head_difference(self) -> dict | None:
+        """The published card's head count when it disagrees with the architecture, and what it would imply."""
+        heads = self.facts.card_heads if self.facts else None
+        if heads is None or heads == self.arch.heads:
+            return None
+        implied = self.arch.replace(heads=heads).params()["total"]
+        return {"card": heads, "ours": self.arch.heads, "implied_params": f"{implied / 1e9:.3f}B",
+                "params": f"{self.params['total'] / 1e9:.3f}B"}
 
     @property
     def shrink(self) -> list[Row]:

@@ -47,7 +47,8 @@ def eval_results(card: CardData) -> list:
     from huggingface_hub import EvalResult
 
     return [EvalResult(task_type="text-generation", task_name="Text Generation", dataset_type=e.dataset_id or e.task,
-                       dataset_name=e.task, dataset_args={"num_few_shot": e.shots}, metric_type=e.metric,
+                       dataset_name=e.task, dataset_config=e.dataset_config or None,
+                       dataset_args={"num_few_shot": e.shots}, metric_type=e.metric,
                        metric_value=e.value, metric_name=f"{e.task} {e.metric} ({e.shots}-shot)",
                        source_name=e.source, source_url=F.CARD_URL if "model card" in e.source else F.PAPER_URL)
             for e in card.evals] + measured_results(card)

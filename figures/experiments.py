@@ -179,3 +179,25 @@ def pruning_methods(ax=None):
     ax.set_title(f"Pruned 8B-class models by method ({PAPER})")
     ax.legend()
     return fig
+
+
+@style.house
+def head_merge(doc: dict, ax=None):
+    """Merged minus not-merged held-out loss per heads target and phase; error bars: 95% t-interval over seeds."""
+    s = summarize(doc)
+    rows = [r for r in s["rows"] if r["diff"]["diff"] is not None]
+    fig, ax = style.new_axes(ax, figsize=(8.5, 1.4 + 0.55 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        d = r["diff"]["diff"]
+        lo, hi = (d.lo, d.hi) if d.lo is not None else (d.mean, d.mean)
+        color = style.color(0 if hi < 0 else 3 if lo > 0 else 7)
+        ax.errorbar(d.mean, yi, xerr=[[d.mean - lo], [hi - d.mean]], fmt="o", color=color, capsize=4)
+        ax.annotate(fmt(d, 2, sign=True), (hi, yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="0.3", lw=1)
+    ax.set_yticks(y, [f"{s['teacher_heads']} -> {r['heads']} heads, {r['phase']}" for r in rows], fontsize=8.5)
+    ax.set_xlabel("held-out loss, merged - not merged (nats/token; < 0: merging helps)")
+    ax.set_title(f"Head residual merging (paper §2.3), paired per seed ({_seeds_note(doc)})")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right + 0.35 * (right - left))  # room for the labels
+    return fig

@@ -128,6 +128,16 @@ print(*written, sep="\\n")"""),
         ("code", """written = save_figure(fx.distill_vs_finetune(doc), FIGURES, "distill_vs_finetune")
 print(*written, sep="\\n")"""),
     ],
+    "07_head_merging": [
+        ("md", ("# Head residual merging (paper §2.3)\nHeads-only pruning of the embedded default with and without "
+               "folding the pruned query heads into the kept ones (`analysis.pruning.merge`), scored on the same "
+               "held-out windows zero-shot and after distillation, over seeds: paired differences with 95% t-intervals. "
+               "A direction is claimed only where the interval excludes zero.")),
+        ("code", HEADER),
+        ("code", EXPERIMENT.replace("{name}", "head-merge")),
+        ("code", """written = save_figure(fx.head_merge(doc), FIGURES, "head_merging")
+print(*written, sep="\\n")"""),
+    ],
 }
 
 

@@ -126,3 +126,18 @@ def test_build_splits_on_default_corpus(smol):
     s = build_splits(smol.tokenizer, DataConfig(seq_len=128, calib_samples=4, eval_samples=2))
     assert s.calib.shape == (4, 128) and s.eval.shape == (2, 128)
     assert s.meta["stream_tokens"] > 100_000 and s.meta["source"] == "pydoc"
+
+
+def test_shared_tokens_between_window_grids():
+    from analysis.data import shared_tokens
+
+    def naive(a, a_len, b, b_len):
+        covered = {t for i in a for t in range(i * a_len, (i + 1) * a_len)}
+        return any(t in covered for j in b for t in range(j * b_len, (j + 1) * b_len))
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        a_len, b_len = (int(x) for x in torch.randint(1, 12, (2,), generator=g))
+        a = torch.randperm(20, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist()
+        b = torch.randperm(20, generator=g)[: int(torch.randint(0, 6, (1,), generator=g))].tolist()
+        assert shared_tokens(a, a_len, b, b_len) == naive(a, a_len, b, b_len)

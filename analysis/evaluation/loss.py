@@ -26,6 +26,7 @@ PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each
             "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "
             "stride = seq_len); no BOS; float32 log-softmax")
 MAX_LOGITS = 1 << 27  # float32 logits per LM-head chunk: 512 MiB
+IGNORE = -100  # target id of an unscored position
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,25 @@ def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
              max_logits: int = MAX_LOGITS) -> torch.Tensor:
     """NLL sum (float64 scalar) of final-normed states (B, T, D) through the LM head, scoring input_ids[:, 1:]."""
     h = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D): position t predicts token t+1
-    y = input_ids[:, 1:].flatten()
+    return _rows_nll(ad, h, input_ids[:, 1:].flatten(), max_logits)
+
+
+def targets_nll(ad: DecoderAdapter, normed: torch.Tensor, targets: torch.Tensor,
+                max_logits: int = MAX_LOGITS) -> torch.Tensor:
+    """NLL sum (float64) of final-normed states (B, T, D) against per-position targets (B, T), -100 = unscored.
+
+    targets[b, t] is the token position t predicts (the next token, for a causal model); only scored
+    positions go through the LM head.
+    """
+    keep = targets.flatten() != IGNORE
+    h = normed.flatten(0, 1)[keep.to(normed.device)]  # (scored, D)
+    return _rows_nll(ad, h, targets.flatten()[keep], max_logits)
+
+
+def _rows_nll(ad: DecoderAdapter, h: torch.Tensor, y: torch.Tensor, max_logits: int) -> torch.Tensor:
+    """Sum over rows of -log softmax(lm_head(h))[y], float32 log-softmax, float64 total. h (n, D), y (n,)."""
     step = _chunk(ad, max_logits)
-    total = torch.zeros((), dtype=torch.float64, device=normed.device)
+    total = torch.zeros((), dtype=torch.float64, device=h.device)
     for s in range(0, h.shape[0], step):
         logits = ad.lm_head(h[s:s + step]).float()  # (chunk, V)
         nll = F.cross_entropy(logits, y[s:s + step].to(logits.device), reduction="sum")

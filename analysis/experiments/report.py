@@ -21,7 +21,7 @@ from analysis.models.paper import AGGREGATION_TABLE, AXES_LOSS, AXES_TABLE
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
-ORDER = ("layer-drop", "aggregation", "pruning-axes", "distill-vs-finetune")
+ORDER = ("layer-drop", "aggregation", "pruning-axes", "head-merge", "distill-vs-finetune")
 RERUN = "python cli.py experiment all"
 
 
@@ -219,8 +219,24 @@ def _dvf(doc: dict) -> list[str]:
     return lines
 
 
+def _merge(doc: dict) -> list[str]:
+    s = summarize(doc)
+    st = doc["settings"]
+    lines = [(f"Heads-only pruning of the {s['teacher_heads']} heads ({s['kv_heads']} GQA groups), the same importance "
+              "with and without the paper's head residual merging (kept query head i becomes head_i + (head_i − "
+              "head_j) for the pruned head j it is paired with; `analysis/pruning/merge.py`), scored zero-shot and "
+              f"after {st['steps']} distillation steps ({st['batch_size']} windows per step) on identical batches. "
+              f"Teacher loss on the evaluation windows {_iv(s['teacher_loss'])}."), "",
+             "| heads kept | merged pairs per layer | phase | merged | not merged | merged − not merged |",
+             "|---|---|---|---|---|---|"]
+    for r in s["rows"]:
+        lines.append(f"| {s['teacher_heads']} → {r['heads']} | {r['pairs_per_layer']} | {r['phase']} | {_iv(r['merged'])} | "
+                     f"{_iv(r['plain'])} | {_diff(r['diff'])} |")
+    return lines
+
+
 RENDERERS = {"layer-drop": _layer_drop, "aggregation": _aggregation, "pruning-axes": _axes,
-             "distill-vs-finetune": _dvf}
+             "distill-vs-finetune": _dvf, "head-merge": _merge}
 
 
 def render(docs: dict[str, dict]) -> str:

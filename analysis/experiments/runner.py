@@ -169,6 +169,33 @@ register(Experiment(
 ))
 
 
+# --- head residual merging (paper §2.3) ----------------------------------------------------------------
+HEAD_MERGE_KEEP = (2 / 3, 1 / 3)  # shares of the heads kept (whole heads per GQA group)
+
+
+def _merge_settings(sc: Scale, arch: Architecture) -> dict:
+    heads = sorted({ex.fraction_target(arch, heads=f).heads for f in HEAD_MERGE_KEEP} - {arch.heads}, reverse=True)
+    return {"teacher_heads": arch.heads, "kv_heads": arch.kv_heads, "heads": heads, "steps": sc.steps,
+            "batch_size": sc.batch_size, "params": {str(n): _params(arch, PruneTarget(heads=n).to_json()) for n in heads}}
+
+
+def _merge(setup: Setup, settings: dict, tick: Tick) -> dict:
+    return ex.head_merge(setup.loaded.model, setup.run, setup.test_ids, setup.train_ids, setup.cfg,
+                         settings["heads"], tick=tick)
+
+
+def _merge_cost(sc: Scale, arch: Architecture, settings: dict) -> float:
+    shares = [_share(arch, PruneTarget(heads=n).to_json()) for n in settings["heads"]]
+    return sc.test_samples + 2 * sum(cost.train(p, sc.steps, sc.batch_size) + 2 * cost.heldout_pair(p, sc.test_samples)
+                                     for p in shares)
+
+
+register(Experiment(
+    name="head-merge", title="Head residual merging", reproduces="arXiv:2407.14679 §2.3",
+    settings=_merge_settings, measure=_merge, cost=_merge_cost,
+))
+
+
 # --- running them ---------------------------------------------------------------------------------------------
 @dataclass
 class Plan:

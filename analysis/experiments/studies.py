@@ -238,6 +238,37 @@ def distill_vs_finetune(teacher, student, train_ids: torch.Tensor, test_ids: tor
             "params": param_count(student)}
 
 
+def head_merge(model, run, test_ids: torch.Tensor, train_ids: torch.Tensor | None, cfg: DistillConfig,
+               heads: list[int], batch_size: int = 8, tick: Tick | None = None) -> dict:
+    """Head residual merging (paper §2.3, ``analysis.pruning.merge``) on vs off, heads-only pruning, one seed.
+
+    For each number of kept heads, the same importance prunes two students, with and without merging;
+    both are scored on ``test_ids`` zero-shot and, with ``train_ids``, after ``cfg.steps`` distillation
+    steps on identical batches. The summary pairs merged and plain per seed (``summary.head_merge``).
+    """
+    teacher = DecoderAdapter(model).arch
+    imp = importance_from_run(run, DEFAULT_AGGREGATION, "bi")
+    out = {"teacher_loss": heldout(model, test_ids, batch_size).loss, "targets": {}}
+    for n in heads:
+        row = {}
+        for merged in (True, False):
+            student = surgery.prune_model(model, PruneTarget(heads=n), imp, head_merge=merged)
+            p = param_count(student.model) / teacher.params()["total"]
+            key = "merged" if merged else "plain"
+            if train_ids is None:
+                row[key] = {"zero_shot_loss": heldout(student.model, test_ids, batch_size).loss}
+                _tick(tick, cost.heldout(p, len(test_ids)))
+            else:
+                res = train_in_memory(model, student.model, train_ids, test_ids, cfg)
+                row[key] = {"zero_shot_loss": res["before"]["loss"], "distilled_loss": res["after"]["loss"]}
+                _tick(tick, cost.train(p, cfg.steps, cfg.batch_size) + 2 * cost.heldout_pair(p, len(test_ids)))
+            if merged:
+                row["pairs_per_layer"] = len(student.plan.head_merge[student.plan.layers[0]])
+            del student
+        out["targets"][str(n)] = row
+    return out
+
+
 def layer_drop_curves(run) -> dict:
     """Loss increase with n contiguous layers removed, at every start (arXiv:2408.11796 Fig. 8), one seed.
 

@@ -193,3 +193,22 @@ def distill_vs_finetune(doc: dict) -> dict:
             "params": seeds[0]["params"], "loss": loss,
             "kl": {"diff": kl_diff, "words": lower_or_not(kl_diff, "distillation", "fine-tuning").replace(
                 "is lower than", "ends closer to the teacher than")}}
+
+
+# --- head residual merging -------------------------------------------------------------------------------------
+@summarizes("head-merge")
+def head_merge(doc: dict) -> dict:
+    """Per heads target and phase: merged and plain losses, and the paired difference merged - plain."""
+    seeds, threshold = doc["per_seed"], doc["collapse_threshold"]
+    rows = []
+    for n in doc["settings"]["heads"]:
+        for key, phase in (("zero_shot_loss", "zero-shot"), ("distilled_loss", f"after {doc['settings']['steps']} steps")):
+            if key not in seeds[0]["targets"][str(n)]["merged"]:
+                continue
+            merged = [s["targets"][str(n)]["merged"][key] for s in seeds]
+            plain = [s["targets"][str(n)]["plain"][key] for s in seeds]
+            rows.append({"heads": n, "phase": phase, "merged": _cell(merged, threshold), "plain": _cell(plain, threshold),
+                         "pairs_per_layer": seeds[0]["targets"][str(n)]["pairs_per_layer"],
+                         "diff": _compare(merged, plain, threshold, "merged", "not merged")})
+    return {"teacher_loss": interval([s["teacher_loss"] for s in seeds]), "rows": rows,
+            "teacher_heads": doc["settings"]["teacher_heads"], "kv_heads": doc["settings"]["kv_heads"]}

@@ -2,8 +2,8 @@
 
 Hook sites, activation shapes for B samples of T tokens:
   heads      input of o_proj, viewed (B, T, H, head_dim) -> per-head L2 norm (B, T, H)
-  neurons    input of down_proj (post-activation) or output of the activation's input projection
-             (pre-activation), (B, T, F)
+  neurons    input of down_proj (post-activation, the default) or, with ``pre_activation``, the output of
+             the projection feeding the activation: up_proj (plain MLP) or gate_proj (gated), (B, T, F)
   channels   outputs of the pre-attention and pre-MLP norms, (B, T, D) each
   boundary   residual stream at layer boundary j = 0..L (input of layer j; j = L: last output)
 
@@ -38,6 +38,24 @@ from analysis.models.adapter import DecoderAdapter
 
 TAPE = "minitron_tape"  # per hooked module: (B, S, C) float32, overwritten by every forward
 SEQ_MEAN = AGGREGATIONS.index("mean")  # the default aggregation's sequence stage (batch L2 of sequence means)
+
+
+def neuron_site(pre_activation: bool, gated: bool) -> dict:
+    """What neuron importance measures (metrics.json ``neuron_importance``), and whose choice it is.
+
+    The paper (arXiv:2407.14679 §2.2) writes F_neuron from X W1^T, the MLP's first matrix before the
+    activation; NVIDIA Model Optimizer (``mcore_minitron``) hooks the input of the second matrix, after
+    it. We default to Model Optimizer's. For a gated MLP, down(act(x W_gate^T) * x W_up^T), "before the
+    activation" means the gate projection alone: it is the activation's input, the analogue of X W1^T;
+    the up projection never passes through the activation, so it is not scored on its own.
+    """
+    if not pre_activation:
+        what = "act(x W_gate^T) * (x W_up^T)" if gated else "act(x W_up^T)"
+        return {"site": "post-activation: the input of down_proj", "activation": what,
+                "choice": "NVIDIA Model Optimizer's (mcore_minitron hooks the second MLP matrix's input); the default"}
+    return {"site": "pre-activation: the output of " + ("gate_proj" if gated else "up_proj"),
+            "activation": "x W_gate^T (gate only; up_proj is not scored)" if gated else "x W_up^T",
+            "choice": "the paper's formula X W1^T (arXiv:2407.14679 §2.2); --pre-activation"}
 
 
 def _output(out):

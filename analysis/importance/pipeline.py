@@ -39,10 +39,11 @@ from analysis.core.perf import (
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.evaluation.loss import PROTOCOL
+from analysis.evaluation.perplexity import PROTOCOLS, heldout_lm_eval
 from analysis.importance import sensitivity as sens
 from analysis.importance.bootstrap import bootstrap
 from analysis.importance.checkpoint import Checkpoint, Progress
-from analysis.importance.collect import Collector
+from analysis.importance.collect import Collector, neuron_site
 from analysis.importance.metrics import spearman
 from analysis.importance.report import depth_tensors, layer_table, print_summary
 from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
@@ -255,6 +256,17 @@ class AnalysisRun:
             t[axis] = t[f"{axis}.{DEFAULT_AGGREGATION}"]
         return t
 
+    def lm_eval_protocol(self) -> dict:
+        """The held-out windows under lm-eval's protocol (each window a document), or why it was not measured."""
+        if self.cfg.data.source == RANDOM_SOURCE:
+            return {"not_measured": "random token ids have no text (words, bytes) and no tokenizer"}
+        if self.splits.eval.shape[0] == 0:
+            return {"not_measured": "no held-out windows"}
+        tokenizer = self.lm.tokenizer or default_tokenizer()  # random-init models borrowed the default's for the splits
+        with torch.no_grad():
+            result = heldout_lm_eval(self.lm.model, tokenizer, self.splits.eval, self.progress.batch_size)
+        return result.to_json() | {"documents": "each held-out window is one document (its decoded text)"}
+
     def metrics(self, t: dict[str, torch.Tensor], timings: dict) -> dict:
         """The metrics.json document (schema in the README and ``analysis.importance.results``)."""
         p, cfg, lm, splits = self.progress, self.cfg, self.lm, self.splits
@@ -278,8 +290,12 @@ class AnalysisRun:
             "config": {"batch_size": cfg.batch_size, "block_sizes": list(self.collector.block_sizes),
                        "pre_activation": cfg.pre_activation, "compile": cfg.compile, "sensitivity": cfg.sensitivity,
                        "aggregation_default": DEFAULT_AGGREGATION, "load": asdict(cfg.load), "data": asdict(cfg.data)},
-            "eval": {"loss": loss, "perplexity": math.exp(loss),
-                     "tokens_scored": p.eval_tokens, "protocol": PROTOCOL},
+            "eval": {"loss": loss, "perplexity": math.exp(loss), "tokens_scored": p.eval_tokens, "protocol": PROTOCOL,
+                     "protocol_name": "hf-stride",
+                     "protocols": {"hf-stride": {"loss": loss, "token_perplexity": math.exp(loss),
+                                                 "scored": p.eval_tokens, "description": PROTOCOLS["hf-stride"].description},
+                                   "lm-eval": self.lm_eval_protocol()}},
+            "neuron_importance": neuron_site(cfg.pre_activation, self.ad.gated_mlp),
             "layers": layer_table(t, loss),
             "blocks": blocks,
             "rank_agreement": agreement,

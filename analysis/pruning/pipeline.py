@@ -30,6 +30,7 @@ from analysis.importance.results import DEFAULT_AGGREGATION, load_run
 from analysis.models.adapter import DecoderAdapter, param_count
 from analysis.models.configs import from_hf_config
 from analysis.models.loading import LoadConfig, LoadedModel, load_model
+from analysis.pruning import merge
 from analysis.pruning.plan import (
     Importance,
     PruneTarget,
@@ -58,6 +59,7 @@ class PruneConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(test_samples=8))
     evaluate: bool = True  # zero-shot perplexity before and after
     batch_size: int = 8
+    head_merge: bool = True  # fold pruned query heads into kept ones (paper §2.3; analysis.pruning.merge)
 
 
 def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
@@ -68,9 +70,11 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
                        heads=t.heads or base.heads, layers=t.layers or base.layers)
 
 
-def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Importance, str | None, dict | None]:
+def _importance(cfg: PruneConfig, loaded: LoadedModel, removed: int,
+                console=None) -> tuple[Importance, str | None, dict | None]:
     """Scores from ``cfg.run``, from a fresh analysis, or none (random init: leading indices).
 
+    ``removed``: layers the target drops; depth by ``block`` needs the loss of blocks of that size.
     Also returns the analysis's splits (``split_record`` of its calibration and selection windows).
     """
     if cfg.run:
@@ -78,9 +82,11 @@ def _importance(cfg: PruneConfig, loaded: LoadedModel, console=None) -> tuple[Im
     elif loaded.tokenizer is None:
         return Importance(), None, None
     else:
-        # block size 1 only: drop_layer_loss is all pruning needs, larger blocks cost extra passes
+        # block size 1 (drop_layer_loss), plus the removed block's size for --depth-metric block: larger
+        # blocks cost extra passes that pruning does not need
+        sizes = (1, removed) if cfg.depth_metric == "block" and removed > 1 else (1,)
         data = dataclasses.replace(cfg.data, test_samples=0)  # the evaluation windows stay out of the analysis
-        acfg = AnalysisConfig(load=cfg.load, data=data, batch_size=cfg.batch_size, block_sizes=(1,))
+        acfg = AnalysisConfig(load=cfg.load, data=data, batch_size=cfg.batch_size, block_sizes=sizes)
         run = load_run(run_analysis(acfg, console=console))
     data = run.metrics.get("data", {})
     used = split_record(data, ("calib", "eval")) if "stream_sha256" in data and "config" in data else None
@@ -126,9 +132,9 @@ def prune(cfg: PruneConfig, console=None):
     loaded = load_model(cfg.load)
     teacher = DecoderAdapter(loaded.model).arch
     target = merged_target(teacher, cfg)
-    check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
-    imp, run, used = _importance(cfg, loaded, console)
-    pruned = prune_model(loaded.model, target, imp)
+    student = check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
+    imp, run, used = _importance(cfg, loaded, teacher.layers - student.layers, console)
+    pruned = prune_model(loaded.model, target, imp, head_merge=cfg.head_merge)
     ppl, splits = (None, None), {"importance": used}
     if cfg.evaluate and loaded.tokenizer is not None:
         ids, splits = evaluation_split(loaded.tokenizer, cfg, teacher.max_positions, used)
@@ -137,6 +143,10 @@ def prune(cfg: PruneConfig, console=None):
                  scored=run is not None)
     doc["kept_layers"] = pruned.plan.layers  # which teacher layers survive: the depth decision, auditable
     doc["splits"] = splits
+    removed = sorted(set(range(teacher.layers)) - set(pruned.plan.layers))
+    if cfg.depth_metric == "block" and removed:
+        doc["removed_block"] = [removed[0], removed[-1]]  # first and last teacher layer of the contiguous block
+    doc["head_merge"] = merge.describe(cfg.head_merge, pruned.plan.head_merge, pruned.plan.merge_note)
     return pruned.model, loaded.tokenizer, doc
 
 
@@ -149,6 +159,7 @@ def dry_run(cfg: PruneConfig):
     config = pruned_config(meta.model.config, student, list(range(student.layers)))
     params = from_hf_config(config).params()["total"]
     doc = recipe(meta.name, teacher.params()["total"], params, target, cfg, None, (None, None), False)
-    doc |= {"dry_run": True, "note": "shapes only; which layers/channels/heads survive needs importance"}
+    doc |= {"dry_run": True, "note": "shapes only; which layers/channels/heads survive needs importance",
+            "head_merge": merge.describe(cfg.head_merge, None, "dry run: pairing heads needs head importance")}
     return config, doc
 

@@ -41,8 +41,8 @@ class DistillConfig:
     seq_len: int = 256  # tokens per training and evaluation window
     batch_size: int = 4  # windows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
-    lr: float = 1e-4  # peak learning rate, reached at the end of warmup (paper: 1e-4)
-    min_lr: float = 1e-5  # floor of the cosine decay, reached at the last step (paper: 1e-5)
+    lr: float = 1e-4  # peak learning rate, reached at the end of warmup (the paper's retraining: 2e-4)
+    min_lr: float = 1e-5  # floor of the cosine decay, reached at the last step (the paper's: 4.5e-7)
     warmup_steps: int = 10  # linear warmup from lr/warmup_steps to lr
     weight_decay: float = 0.1  # AdamW decay on matrices only; norms and biases are not decayed
     max_grad_norm: float = 1.0  # gradient clipping (0 disables): early KD gradients of a pruned model spike

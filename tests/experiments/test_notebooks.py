@@ -30,6 +30,7 @@ EXPECTED = {
     "04_aggregation_study": ["aggregation_study"],
     "05_width_vs_depth": ["pruning_axes"],
     "06_distill_vs_finetune": ["distill_vs_finetune"],
+    "07_head_merging": ["head_merging"],
 }
 
 

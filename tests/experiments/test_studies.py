@@ -140,3 +140,26 @@ def test_layer_drop_curves_shapes(run):
 
 def test_pruning_methods_figure():
     plt.close(fx.pruning_methods())
+
+
+def test_head_merge_measures_merged_and_plain_students_on_the_same_windows(run):
+    """Zero-shot numbers equal an independent prune + held-out loss; training runs for both students."""
+    from analysis.evaluation.loss import heldout
+    from analysis.pruning.plan import PruneTarget, importance_from_run
+    from analysis.pruning.surgery import prune_model
+
+    model = tiny_model("llama", heads=8, kv_heads=2)  # 4 heads per group: keep 3 and 1
+    arch = DecoderAdapter(model).arch
+    tensors = synthetic_tensors(arch, block_sizes=(1,))
+    merge_run = RunResult(run.path, tensors, synthetic_metrics(arch, tensors, "tiny-llama"))
+    test_ids, train_ids = ids(CFG.eval_samples), ids(8, seed=2)  # the trainer scores its first eval_samples
+    res = ex.head_merge(model, merge_run, test_ids, train_ids, CFG, heads=[6, 2])
+    imp = importance_from_run(merge_run, "l2_mean", "bi")
+    for n in (6, 2):
+        row = res["targets"][str(n)]
+        assert row["pairs_per_layer"] == 2  # min(K, r - K) per group x 2 groups
+        for merged, key in ((True, "merged"), (False, "plain")):
+            student = prune_model(model, PruneTarget(heads=n), imp, head_merge=merged).model
+            assert row[key]["zero_shot_loss"] == pytest.approx(heldout(student, test_ids).loss, rel=1e-5)
+            assert math.isfinite(row[key]["distilled_loss"])
+        assert row["merged"]["zero_shot_loss"] != row["plain"]["zero_shot_loss"]  # merging changed the weights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -74,7 +75,10 @@ def test_draw_family_from_registry_alone(tmp_path):
 def test_benchmark_table_takes_the_family_from_the_registry():
     models, labels, values = family.benchmark_table()
     assert models[:3] == ["Nemotron-4 15B", "Minitron-8B-Base", "Minitron-4B-Base"]
-    assert values[1, labels.index("MMLU")] == 63.8 and values[2, labels.index("HumanEval")] == 23.3
+    assert values[1, labels.index("MMLU\n5-shot acc")] == 63.8 and values[2, labels.index("HumanEval\n0-shot pass@1")] == 23.3
+    # the paper's sixth column is TruthfulQA (0-shot mc2), not TriviaQA; every cell is filled
+    assert values[:, labels.index("TruthfulQA\n0-shot mc2")].tolist() == [40.7, 42.6, 42.9, 43.9, 42.6, 45.0]
+    assert labels[3] == "HellaSwag\n10-shot acc_norm" and not np.isnan(values).any()
 
 
 def test_cli_figures(tmp_path, run_dir):

@@ -36,8 +36,8 @@ def _random_importance(arch, seed: int = 3) -> Importance:
                       neurons=torch.rand(arch.layers, arch.mlp, generator=g), depth=torch.rand(arch.layers, generator=g))
 
 
-def _prune(model, target: PruneTarget, imp: Importance | None = None):
-    pruned = prune_model(model, target, imp or _random_importance(DecoderAdapter(model).arch))
+def _prune(model, target: PruneTarget, imp: Importance | None = None, head_merge: bool = True):
+    pruned = prune_model(model, target, imp or _random_importance(DecoderAdapter(model).arch), head_merge=head_merge)
     return pruned.model, pruned.plan
 
 
@@ -82,8 +82,9 @@ def _reference(model, plan, hd: int):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_matches_hand_sliced_reference(family):
+    """Plain slicing (head merging off; tests/pruning/test_merge.py checks the merge against its own reference)."""
     model = tiny_model(family)
-    pruned, plan = _prune(model, PruneTarget(hidden=20, ffn=24, heads=2, layers=3))
+    pruned, plan = _prune(model, PruneTarget(hidden=20, ffn=24, heads=2, layers=3), head_merge=False)
     ref = AutoModelForCausalLM.from_config(pruned.config, dtype=torch.float32).eval()
     missing, unexpected = ref.load_state_dict(_reference(model, plan, 8), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied head follows the embedding
