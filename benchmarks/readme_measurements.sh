@@ -5,8 +5,8 @@
 #   bash benchmarks/readme_measurements.sh [compare|search|all]     # about an hour on a 2-core CPU
 #
 #   compare  prune -> distill -> evaluate x3 -> card -> compare, and analyze --bootstrap ("What did compression cost?")
-#   search   search --rank with and without head merging on the FULL experiments' first analysis run
-#            ("Faithful to the paper"; needs notebooks/out/runs/full-seed0 from `python cli.py experiment all`)
+#   search   search --rank with and without head merging on the teacher's default analysis run
+#            ("Faithful to the paper"; reuses runs/readme/bootstrap from `compare`, else makes it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -37,8 +37,8 @@ if [ "$WHAT" = compare ] || [ "$WHAT" = all ]; then
 fi
 
 if [ "$WHAT" = search ] || [ "$WHAT" = all ]; then
-  RUN=notebooks/out/runs/full-seed0
-  [ -f "$RUN/metrics.json" ] || { echo "search needs $RUN: run python cli.py experiment all first" >&2; exit 2; }
+  RUN="$RUNS/bootstrap"
+  [ -f "$RUN/metrics.json" ] || t python cli.py analyze --bootstrap 200 --out "$RUN" --no-figures
   t python cli.py search --model smollm2-135m --params 8B --rank --run "$RUN" --retrain-steps 20 --out "$RUNS/search-merge" --force
   t python cli.py search --model smollm2-135m --params 8B --rank --run "$RUN" --retrain-steps 20 --no-head-merge \
     --out "$RUNS/search-no-merge" --force
