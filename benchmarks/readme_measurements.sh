@@ -5,8 +5,8 @@
 #   bash benchmarks/readme_measurements.sh [compare|search|all]     # about an hour on a 2-core CPU
 #
 #   compare  prune -> distill -> evaluate x3 -> card -> compare, and analyze --bootstrap ("What did compression cost?")
-#   search   search --rank with and without head merging on the teacher's default analysis run
-#            ("Faithful to the paper"; reuses runs/readme/bootstrap from `compare`, else makes it)
+#   search   search --rank with and without head merging on an analysis run of the teacher with 8 selection
+#            windows ("Faithful to the paper")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -37,8 +37,9 @@ if [ "$WHAT" = compare ] || [ "$WHAT" = all ]; then
 fi
 
 if [ "$WHAT" = search ] || [ "$WHAT" = all ]; then
-  RUN="$RUNS/bootstrap"
-  [ -f "$RUN/metrics.json" ] || t python cli.py analyze --bootstrap 200 --out "$RUN" --no-figures
+  RUN="$RUNS/analysis-8"
+  rm -rf "$RUN" "$RUNS/search-merge" "$RUNS/search-no-merge"
+  t python cli.py analyze --eval-samples 8 --out "$RUN" --no-figures
   t python cli.py search --model smollm2-135m --params 8B --rank --run "$RUN" --retrain-steps 20 --out "$RUNS/search-merge" --force
   t python cli.py search --model smollm2-135m --params 8B --rank --run "$RUN" --retrain-steps 20 --no-head-merge \
     --out "$RUNS/search-no-merge" --force
