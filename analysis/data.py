@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 
 DEFAULT_SOURCE = "pydoc"
@@ -38,6 +39,10 @@ class DataConfig:
     text_field: str = "text"  # field read from .jsonl records and datasets
     max_chars: int | None = None  # read at most this many characters (None: everything)
 
+    def __post_init__(self):
+        V.check_fields(self, {"seq_len": ("--seq-len", V.SEQ_LEN), "calib_samples": ("--samples", V.SAMPLES_OR_NONE),
+                              "eval_samples": ("--eval-samples", V.SAMPLES_OR_NONE), "seed": ("--seed", V.SEED)})
+
 
 @dataclass
 class Splits:
@@ -53,17 +58,38 @@ def pydoc_documents() -> list[str]:
     return [topics[k] for k in sorted(topics)]
 
 
+def read_text_file(path: Path) -> str:
+    """A text file's contents, strictly UTF-8: a binary or differently encoded file is named, never
+    decoded into replacement characters (which would then be measured as if they were text)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MinitronError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if b"\x00" in raw[:1 << 16]:
+        raise MinitronError(f"{path}: a binary file (NUL bytes), not UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MinitronError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            "convert it first, e.g. iconv -t utf-8") from None
+
+
 def _file_documents(path: Path, field: str) -> list[str]:
-    if path.suffix == ".jsonl":
-        docs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)[field])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise MinitronError(f"{path}:{n}: not a JSON object with a '{field}' field") from None
-        return docs
-    return [path.read_text(encoding="utf-8", errors="replace")]
+    text = read_text_file(path)
+    if path.suffix != ".jsonl":
+        return [text]
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                value = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                raise MinitronError(f"{path}:{n}: not a JSON object with a '{field}' field") from None
+            if not isinstance(value, str):
+                raise MinitronError(f"{path}:{n}: the '{field}' field is {type(value).__name__}, not text")
+            docs.append(value)
+    return docs
 
 
 def _hf_documents(spec: str, field: str) -> list[str]:
@@ -90,6 +116,9 @@ def load_documents(cfg: DataConfig) -> list[str]:
     src = cfg.source
     if src == DEFAULT_SOURCE:
         docs = pydoc_documents()
+    elif not Path(src).expanduser().exists() and _looks_like_path(src):
+        raise MinitronError(f"--data {src}: no such file or directory (a source is pydoc, random, a .txt/.jsonl "
+                            "file or folder, or a Hugging Face dataset name[:config][@split])")
     elif Path(src).expanduser().exists():
         path = Path(src).expanduser()
         files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
@@ -102,6 +131,11 @@ def load_documents(cfg: DataConfig) -> list[str]:
     if not docs:
         raise MinitronError(f"data source '{src}' holds no text")
     return docs
+
+
+def _looks_like_path(src: str) -> bool:
+    """A source that can only be meant as a local path: ./, /, ~, or a .txt/.jsonl name."""
+    return src.startswith((".", "/", "~")) or Path(src).suffix in (".txt", ".jsonl", ".json", ".csv", ".md")
 
 
 def corpus_text(cfg: DataConfig) -> str:
@@ -117,10 +151,8 @@ def tokenize(text: str, tokenizer) -> torch.Tensor:
 
 def make_splits(stream: torch.Tensor, cfg: DataConfig, source_meta: dict | None = None) -> Splits:
     """Cut a token stream into disjoint calibration and evaluation windows (module docstring)."""
-    if cfg.seq_len < 2:
-        raise MinitronError(f"--seq-len must be at least 2, got {cfg.seq_len}")
-    if cfg.calib_samples < 0 or cfg.eval_samples < 0 or cfg.calib_samples + cfg.eval_samples == 0:
-        raise MinitronError("ask for at least one calibration or evaluation sample")
+    if cfg.calib_samples + cfg.eval_samples == 0:
+        raise MinitronError("--samples and --eval-samples are both 0: ask for at least one window")
     n_windows = len(stream) // cfg.seq_len
     needed = cfg.calib_samples + cfg.eval_samples
     if n_windows < needed:

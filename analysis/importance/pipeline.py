@@ -26,8 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.core import distributed as dd
-from analysis.core.errors import MinitronError
-from analysis.core.io import check_output
+from analysis.core import validate as V
+from analysis.core.errors import Interrupted, MinitronError
+from analysis.core.interrupt import StopRequest, deferred_interrupt
+from analysis.core.io import check_output, check_writable, made_by_us, read_json
 from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
@@ -38,7 +40,16 @@ from analysis.importance.collect import Collector
 from analysis.importance.metrics import spearman
 from analysis.importance.report import depth_tensors, layer_table, print_summary
 from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
-from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
+from analysis.models.loading import (
+    LoadConfig,
+    LoadedModel,
+    check_device,
+    default_tokenizer,
+    load_model,
+    resolve_device,
+)
+
+RUNS_ROOT = Path("runs")  # default home of runs: runs/<model>/<run-id>/
 
 
 @dataclass
@@ -55,17 +66,27 @@ class AnalysisConfig:
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
     sensitivity: bool = True  # compute drop-block losses (the expensive part on CPU)
 
+    def __post_init__(self):
+        # zero calibration windows would give all-zero importance, zero held-out windows a 0-token perplexity
+        V.check_fields(self.data, {"calib_samples": ("--samples", V.SAMPLES), "eval_samples": ("--eval-samples", V.SAMPLES)})
+        self.batch_size = parse_batch_size(self.batch_size)
+        V.BATCH.check("--max-batch-size", self.max_batch_size)
+        if not self.block_sizes:
+            raise MinitronError("--block-sizes needs at least one value")
+        for n in self.block_sizes:
+            V.BLOCK_SIZE.check("--block-sizes", n)
+        check_device(self.load.device, compute=True)
 
-class RunInterrupted(MinitronError):
-    """Raised by ``stop_after`` (tests) after the checkpoint is written."""
 
-    exit_code = 130
+class RunInterrupted(Interrupted):
+    """Raised after the checkpoint is written: Ctrl-C, or ``stop_after`` in tests."""
 
 
 def run_key(cfg: AnalysisConfig, lm: LoadedModel, splits: Splits) -> str:
     """Cache key: weights fingerprint, data hashes and every setting that changes the numbers."""
     payload = {
         "weights": lm.provenance["weights_fingerprint"], "dtype": lm.provenance["dtype"],
+        "device": torch.device(lm.provenance["device"]).type,  # a CPU result is not served for a CUDA request
         "calib": splits.meta["calib_sha256"], "eval": splits.meta["eval_sha256"],
         "batch_size": cfg.batch_size, "block_sizes": sorted(set(cfg.block_sizes)),
         "pre_activation": cfg.pre_activation, "sensitivity": cfg.sensitivity,
@@ -122,20 +143,31 @@ class AnalysisRun:
     """One analyze job in one process: calibrate, evaluate, merge ranks, write."""
 
     def __init__(self, cfg: AnalysisConfig, lm: LoadedModel, splits: Splits, key: str, run_dir: Path,
-                 d: dd.Dist, tokenizer_note: str | None = None):
+                 d: dd.Dist, tokenizer_note: str | None = None, t_start: float | None = None):
         self.cfg, self.lm, self.splits, self.key, self.run_dir, self.d = cfg, lm, splits, key, run_dir, d
         self.tokenizer_note = tokenizer_note  # which tokenizer cut the splits when not the model's own
         self.ad, self.device = lm.adapter, next(lm.model.parameters()).device
         self.collector = Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device)
         self.ckpt = Checkpoint(run_dir, d)
         self.stop_after: int | None = None  # tests: raise RunInterrupted after this many batches
+        self.stop = StopRequest()  # set by the first Ctrl-C (``deferred_interrupt``)
         self.progress: Progress | None = None
+        self.t_start = time.perf_counter() if t_start is None else t_start  # this session's start
+        self.earlier_s = 0.0  # wall seconds of earlier sessions (resumed runs)
 
     def start(self, resume: bool) -> None:
         """Resume from the checkpoint if asked and it matches, else start fresh (resolving the batch size)."""
         self.progress = self.ckpt.load(self.key, self.collector) if resume else None
         if self.progress is None:  # a resumed run keeps the size its batches were cut with
             self.progress = Progress(key=self.key, batch_size=self._batch_size())
+        else:
+            self.progress.sessions += 1
+            self.earlier_s = self.progress.wall_s
+        self.ckpt.last = time.monotonic()  # the first periodic checkpoint comes CHECKPOINT_EVERY_S into the work
+
+    def wall_s(self) -> float:
+        """Wall seconds of the whole run: earlier sessions (to their last checkpoint) plus this one."""
+        return self.earlier_s + time.perf_counter() - self.t_start
 
     def _batch_size(self) -> int:
         """The configured batch size, or the auto-tuned one (the smallest over ranks, so shards match)."""
@@ -160,10 +192,10 @@ class AnalysisRun:
         use_compile = self._compiled()
         forward = torch.compile(self.ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile \
             else self.ad.backbone
-        t0 = time.perf_counter()
         with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
             for b in tqdm(range(p.calib_done, len(batches)), desc="calibration", unit="batch",
                           initial=p.calib_done, total=len(batches), disable=not self.d.is_main):
+                t0 = time.perf_counter()
                 ids = batches[b].to(self.device)
                 valid = ids.shape[0]
                 if use_compile and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
@@ -172,8 +204,8 @@ class AnalysisRun:
                 forward(input_ids=ids, use_cache=False)
                 collector.fold(valid)
                 p.calib_done = b + 1
+                p.calib_s += time.perf_counter() - t0  # per batch: an interrupted session's share is kept
                 self._batch_done()
-        p.calib_s += time.perf_counter() - t0
         if use_compile:
             p.compile = {"backend": cfg.compile_backend, "graphs": counts.graphs,
                          "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
@@ -207,13 +239,17 @@ class AnalysisRun:
         bar.close()
 
     def _batch_done(self) -> None:
-        """Checkpoint (at most every CHECKPOINT_EVERY_S) and honour ``stop_after``."""
+        """Checkpoint (at most every CHECKPOINT_EVERY_S, and at once on Ctrl-C or ``stop_after``), then stop
+        if asked. Called between batches only, so a checkpoint always holds whole batches."""
         p = self.progress
         p.batches_done += 1
-        stop = self.stop_after is not None and p.batches_done >= self.stop_after
+        p.wall_s = self.wall_s()
+        stop = self.stop.requested or (self.stop_after is not None and p.batches_done >= self.stop_after)
         self.ckpt.save(p, self.collector, force=stop)
         if stop:
-            raise RunInterrupted(f"interrupted after {p.batches_done} batches; rerun with --resume")
+            raise RunInterrupted(f"interrupted after {p.calib_done} calibration and {p.eval_done} evaluation "
+                                 f"batches; checkpoint saved in {self.ckpt.path}; rerun the same command with "
+                                 "--resume to continue")
 
     def merge_ranks(self) -> None:
         """Every rank's statistics merged in rank order; sums for NLL and tokens, max for wall times."""
@@ -249,8 +285,9 @@ class AnalysisRun:
     def metrics(self, t: dict[str, torch.Tensor], timings: dict) -> dict:
         """The metrics.json document (schema in the README and ``analysis.importance.results``)."""
         p, cfg, lm, splits = self.progress, self.cfg, self.lm, self.splits
-        tokens = max(p.eval_tokens, 1)
-        loss = p.nll_full / tokens
+        if p.eval_tokens <= 0:  # never report a perplexity of nothing
+            raise MinitronError("no held-out tokens were scored; ask for at least one --eval-samples window")
+        loss = p.nll_full / p.eval_tokens
         blocks = {}
         for n in self.collector.block_sizes:
             entry = {"start": list(range(len(t[f"angular.n{n}"]))), "angular": t[f"angular.n{n}"].tolist()}
@@ -259,9 +296,10 @@ class AnalysisRun:
             blocks[str(n)] = entry
         agreement = {}
         if "drop_layer_loss" in t:
-            agreement["spearman_bi_vs_drop_loss"] = spearman(t["block_importance"], t["drop_layer_loss"])
+            rho = spearman(t["block_importance"], t["drop_layer_loss"])
+            agreement["spearman_bi_vs_drop_loss"] = rho if math.isfinite(rho) else None  # constant ranks: undefined
         model = {k: lm.provenance.get(k) for k in ("name", "ref", "kind", "hf_id", "weights_fingerprint", "params",
-                                                     "dtype", "device")}
+                                                     "dtype", "device", "source_format")}
         return {
             "run_id": self.key, "created": now(), "model": model,
             "architecture": asdict(self.ad.arch),
@@ -278,12 +316,12 @@ class AnalysisRun:
             "versions": versions(),
         }
 
-    def write(self, t_start: float, t_load: float, console=None) -> None:
+    def write(self, t_load: float, console=None) -> None:
         """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""
         p = self.progress
         if self.d.is_main:
             timings = {"load_s": t_load, "calibration_s": p.calib_s, "eval_s": p.eval_s,
-                       "sensitivity_s": p.sensitivity_s, "total_s": time.perf_counter() - t_start,
+                       "sensitivity_s": p.sensitivity_s, "total_s": self.wall_s(), "sessions": p.sessions,
                        "world_size": self.d.world, "batch_size": p.batch_size}
             if p.compile is not None:
                 timings["compile"] = p.compile
@@ -318,29 +356,53 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path | None = None, force: bool
         dd.teardown(d)
 
 
-def _cached(run_dir: Path, key: str) -> bool:
-    return (run_dir / METRICS).exists() and json.loads((run_dir / METRICS).read_text()).get("run_id") == key
+def _cached(run_dir: Path, key: str) -> dict | None:
+    """The metrics of a finished run of this key in ``run_dir``, or None (absent, another key, or damaged:
+    a damaged run is recomputed and replaced, never served)."""
+    if not (run_dir / METRICS).exists():
+        return None
+    try:
+        metrics = read_json(run_dir / METRICS, "run metrics file")
+    except MinitronError:
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("run_id") == key else None
+
+
+def _check_layers(cfg: AnalysisConfig, lm: LoadedModel) -> None:
+    """Limits that depend on the model, checked as soon as it is known and before any computation."""
+    layers = lm.adapter.num_layers
+    too_long = [n for n in cfg.block_sizes if n > layers]
+    if too_long:
+        raise MinitronError(f"--block-sizes {too_long[0]} exceeds the model's {layers} layers; use sizes in [1, {layers}]")
 
 
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     t_start = time.perf_counter()
     if out is not None:  # before any work: a refused or unwritable --out costs nothing
         check_output(out, force)
+    else:
+        check_writable(RUNS_ROOT)
     lm = load_model(cfg.load)
     t_load = time.perf_counter() - t_start
-    parse_batch_size(cfg.batch_size)  # fail fast on a bad value, before any data work
+    _check_layers(cfg, lm)
     splits, tokenizer_note = splits_for(lm, cfg.data)
     key = run_key(cfg, lm, splits)
-    run_dir = Path(out) if out else Path("runs") / lm.name / key
-    if not force and _cached(run_dir, key):
+    run_dir = Path(out) if out else RUNS_ROOT / lm.name / key
+    cached = None if force else _cached(run_dir, key)
+    if cached is not None:
         if console:
-            console.print(f"cached result for this configuration (use --force to recompute): {run_dir}")
+            console.print(f"cached result for this configuration (use --force to recompute): {run_dir}",
+                          markup=False, highlight=False)
+            print_summary(cached, console)
         return run_dir
-    run = AnalysisRun(cfg, lm, splits, key, run_dir, d, tokenizer_note)
+    if out is None and run_dir.exists() and not made_by_us(run_dir):
+        check_output(run_dir, force)  # a default run directory someone else filled is not ours to replace
+    run = AnalysisRun(cfg, lm, splits, key, run_dir, d, tokenizer_note, t_start)
     run.stop_after = stop_after
-    run.start(resume)
-    run.calibrate()
-    run.evaluate()
+    with deferred_interrupt("batch") as run.stop:
+        run.start(resume)
+        run.calibrate()
+        run.evaluate()
     run.merge_ranks()
-    run.write(t_start, t_load, console)
+    run.write(t_load, console)
     return run_dir

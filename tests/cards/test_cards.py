@@ -195,11 +195,11 @@ def test_html_is_self_contained(tmp_path):
     html = page.read_text()
     assert page.name == "card.html" and html.count('src="data:image/png;base64,') == 3
     assert 'src="figures/' not in html and "<table>" in html and "---\nlibrary_name" not in html
-    assert [p.name for p in page.parent.iterdir()] == ["card.html"]
+    assert sorted(p.name for p in page.parent.iterdir()) == [".minitron-lab.json", "card.html"]  # the marker: ours
 
 
 def test_unknown_format_and_model(tmp_path):
-    with pytest.raises(MinitronError, match="unknown format"):
+    with pytest.raises(MinitronError, match="unknown --format"):
         write_cards(["8B"], out=tmp_path, fmt="pdf")
     with pytest.raises(MinitronError, match="unknown model 'nope'"):
         build("nope")
@@ -232,7 +232,8 @@ def test_card_for_a_pruned_directory(tmp_path):
     text = readme.read_text()
     assert readme == model_dir / "README.md"
     assert "| layers | 4 |" in text and "| hidden size (embedding channels) | 32 |" in text
-    assert "perplexity 12.50 before and 19.25 after pruning" in text and "`l2_mean`" in text
+    assert "perplexity 12.50 for the teacher and 19.25 for the pruned model" in text and "`l2_mean`" in text
+    assert "pruned without any retraining" in text and "distillation" not in text.split("## Limitations")[1]
     assert f'path = "{model_dir.resolve()}"' in text and "| hidden | 32 |" in text
     assert "NVIDIA Open Model License" in text  # inherited from the teacher
     r = run_cli("card", "--model", model_dir, "--runs", tmp_path / "runs")
@@ -242,7 +243,7 @@ def test_card_for_a_pruned_directory(tmp_path):
 def test_bad_prune_recipe_is_one_line_error_and_nothing_written(tmp_path):
     model_dir = _pruned_dir(tmp_path, recipe="{not json")
     r = run_cli("card", "--model", model_dir)
-    assert r.code == 2 and "not a valid prune recipe" in r.err and r.err.strip().count("\n") == 0
+    assert r.code == 2 and "corrupt prune recipe: not valid JSON" in r.err and r.err.strip().count("\n") == 0
     assert not (model_dir / "README.md").exists()
 
 
