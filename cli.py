@@ -164,7 +164,8 @@ def analyze(
     seq_len: SeqLen = 128,
     batch_size: Annotated[str, typer.Option("--batch-size", callback=_batch, help="samples per forward, or auto")] = "8",
     max_batch_size: MaxBatch = None,
-    block_sizes: Annotated[str, typer.Option("--block-sizes", help="contiguous block sizes for drop curves")] = "1,2,4,8",
+    block_sizes: Annotated[str | None, typer.Option(
+        "--block-sizes", help="contiguous block sizes for drop curves (default 1,2,4,8: those the model has)")] = None,
     pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -191,7 +192,8 @@ def analyze(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, device_map),
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
         batch_size=batch_size, max_batch_size=max_batch_size,
-        block_sizes=V.parse_int_list("--block-sizes", block_sizes, V.BLOCK_SIZE), pre_activation=pre_activation,
+        block_sizes=V.parse_int_list("--block-sizes", block_sizes, V.BLOCK_SIZE) if block_sizes is not None else None,
+        pre_activation=pre_activation,
         compile=compile,
     )
     result_dir = run_analysis(cfg, out=out, force=force, resume=resume, console=console)
@@ -415,12 +417,6 @@ def prune(
     say(f"written: {out}")
 
 
-def _budget(param: typer.CallbackParam, value: str) -> float:
-    from analysis.pruning.search import parse_budget
-
-    return parse_budget(value)
-
-
 @app.command()
 def search(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "15B",
@@ -443,6 +439,7 @@ def search(
     from analysis.models.configs import from_hf_config
     from analysis.models.loading import load_model
     from analysis.pruning.search import (
+        check_budget,
         enumerate_candidates,
         no_candidates,
         parse_budget,
@@ -455,6 +452,7 @@ def search(
         raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")
     load = _load(model, dtype, "meta", True)
     teacher = from_hf_config(load_model(load).model.config)
+    check_budget(teacher, budget)
     space = space_for(budget)
     candidates = enumerate_candidates(teacher, budget, space, tolerance)
     if not candidates:

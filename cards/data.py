@@ -296,11 +296,18 @@ def read_architecture(model_dir: Path) -> Architecture:
 
     if not (model_dir / "config.json").exists():
         raise MinitronError(f"{model_dir}: not a model directory (no config.json)")
+    from analysis.models.checks import check_config
+
+    check_config(model_dir / "config.json")
     try:
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise MinitronError(f"{model_dir}/config.json: unreadable ({str(exc).splitlines()[0]})") from None
-    return from_hf_config(config)
+    try:
+        return from_hf_config(config)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MinitronError(f"{model_dir}/config.json: not a decoder config this toolkit reads "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
 def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final: str | Path | None = None) -> CardData:

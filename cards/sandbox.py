@@ -136,6 +136,13 @@ class Sandbox(SandboxedEnvironment):
             raise TemplateLimitError("a '%' format with a width or precision above the sandbox's limit")
         return super().call_binop(context, operator, left, right)
 
+    def wrap_str_format(self, value):
+        """``str.format`` / ``format_map`` of a template string: refuse huge field widths up front."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None and _WIDE_FORMAT.search(str(getattr(value, "__self__", ""))):
+            raise TemplateLimitError("a format with a width or precision above the sandbox's limit")
+        return wrapped
+
     def call(self, context, obj, /, *args, **kwargs):
         name, owner = getattr(obj, "__name__", ""), getattr(obj, "__self__", None)
         if isinstance(owner, (str, bytes, list, tuple)):

@@ -177,6 +177,8 @@ def check_writable(target: str | Path) -> None:
     from analysis.core.errors import MinitronError
 
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise MinitronError(f"cannot write to {target}: it is a file, not a directory")
     probe_dir = target if target.is_dir() else next((p for p in target.parents if p.exists()), Path("."))
     if not probe_dir.is_dir():
         raise MinitronError(f"cannot write to {target}: {probe_dir} is a file, not a directory")

@@ -59,7 +59,7 @@ class Bound:
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{x:g}"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
 
 
 # --- the ranges ------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from analysis.models.loading import (
 )
 
 RUNS_ROOT = Path("runs")  # default home of runs: runs/<model>/<run-id>/
+DEFAULT_BLOCK_SIZES = (1, 2, 4, 8)  # those that fit the model, when none are given
 
 
 @dataclass
@@ -60,7 +61,8 @@ class AnalysisConfig:
     data: DataConfig = field(default_factory=DataConfig)  # which text, sample counts, seq_len
     batch_size: int | str = 8  # samples per forward, or "auto" (largest that fits / fastest, see perf.py)
     max_batch_size: int | None = None  # cap for "auto" (None: perf.AUTO_CAP_CUDA / AUTO_CAP_CPU)
-    block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # contiguous block sizes for drop losses / angular distance
+    block_sizes: tuple[int, ...] | None = None  # contiguous block sizes for drop losses / angular distance
+    # (None: DEFAULT_BLOCK_SIZES up to the model's depth; sizes given explicitly must fit the model)
     pre_activation: bool = False  # neuron importance before the MLP activation (paper's X W1^T)
     compile: bool | None = None  # torch.compile the calibration forward (None: on for one CUDA device)
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
@@ -71,9 +73,9 @@ class AnalysisConfig:
         V.check_fields(self.data, {"calib_samples": ("--samples", V.SAMPLES), "eval_samples": ("--eval-samples", V.SAMPLES)})
         self.batch_size = parse_batch_size(self.batch_size)
         V.BATCH.check("--max-batch-size", self.max_batch_size)
-        if not self.block_sizes:
+        if self.block_sizes is not None and not self.block_sizes:
             raise MinitronError("--block-sizes needs at least one value")
-        for n in self.block_sizes:
+        for n in self.block_sizes or ():
             V.BLOCK_SIZE.check("--block-sizes", n)
         check_device(self.load.device, compute=True)
 
@@ -368,12 +370,16 @@ def _cached(run_dir: Path, key: str) -> dict | None:
     return metrics if isinstance(metrics, dict) and metrics.get("run_id") == key else None
 
 
-def _check_layers(cfg: AnalysisConfig, lm: LoadedModel) -> None:
-    """Limits that depend on the model, checked as soon as it is known and before any computation."""
+def _block_sizes(cfg: AnalysisConfig, lm: LoadedModel) -> AnalysisConfig:
+    """The block sizes the run uses: the default ones the model is deep enough for, or the given ones,
+    which must all fit (checked as soon as the model is known, before any computation)."""
     layers = lm.adapter.num_layers
+    if cfg.block_sizes is None:
+        return replace(cfg, block_sizes=tuple(n for n in DEFAULT_BLOCK_SIZES if n <= layers))
     too_long = [n for n in cfg.block_sizes if n > layers]
     if too_long:
         raise MinitronError(f"--block-sizes {too_long[0]} exceeds the model's {layers} layers; use sizes in [1, {layers}]")
+    return cfg
 
 
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
@@ -384,7 +390,7 @@ def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
         check_writable(RUNS_ROOT)
     lm = load_model(cfg.load)
     t_load = time.perf_counter() - t_start
-    _check_layers(cfg, lm)
+    cfg = _block_sizes(cfg, lm)
     splits, tokenizer_note = splits_for(lm, cfg.data)
     key = run_key(cfg, lm, splits)
     run_dir = Path(out) if out else RUNS_ROOT / lm.name / key

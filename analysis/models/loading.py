@@ -153,6 +153,9 @@ def _pretrained(path: Path, cfg: LoadConfig, dtype, device):
         raise MinitronError(f"{path}: refused to load pickled weights that carry code or unknown objects "
                             f"({one_line(exc)[:120]})") from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        if "ignore_mismatched_sizes" in str(exc):  # transformers points at a report it printed elsewhere
+            raise MinitronError(f"{path}: the model could not be loaded: the shapes in model.safetensors do not "
+                                "match config.json (a damaged or mismatched checkpoint)") from None
         raise MinitronError(f"{path}: the model could not be loaded ({type(exc).__name__}: {one_line(exc)})") from None
 
 

@@ -106,12 +106,17 @@ def enumerate_candidates(teacher: Architecture, budget: float, space: SearchSpac
     return sorted(found, key=lambda c: (abs(c.delta(budget)), c.params))
 
 
+def check_budget(teacher: Architecture, budget: float) -> None:
+    """A budget the teacher cannot be pruned to (not below its own size) is a bad input, said before searching."""
+    have = teacher.params()["total"]
+    if budget >= have:
+        raise MinitronError(f"--params {budget / 1e9:.3g}B is not below the teacher's {have / 1e9:.3f}B parameters: "
+                            "pruning only removes, so no candidate can reach it")
+
+
 def no_candidates(teacher: Architecture, budget: float, space: SearchSpace, tolerance: float) -> str:
     """Why a search found nothing, in one line: the budget against the teacher and the space's range."""
     have = teacher.params()["total"]
-    if budget >= have:
-        return (f"--params {budget / 1e9:.3g}B is not below the teacher's {have / 1e9:.3f}B parameters: pruning only "
-                "removes, so no candidate can reach it")
     fits = [teacher.replace(layers=n, heads=h, hidden=d, mlp=int(f * d)).params()["total"]
             for n, h, f, d in itertools.product(space.layers, space.heads, space.mlp_factors, space.hidden)
             if _fits(teacher, teacher.replace(layers=n, heads=h, hidden=d, mlp=int(f * d)))]
