@@ -195,13 +195,20 @@ def _arch_value(a: Architecture, key: str) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def quantization_note(source_format: dict | None) -> str:
-    """One sentence on weights that came from a quantized GGUF, or '' for plain float checkpoints."""
+def quantization_note(source_format: dict | None, whose: str = "its") -> str:
+    """One sentence on weights read from a quantized GGUF (from the provenance record), '' otherwise."""
+    import re
+
     if not isinstance(source_format, dict) or not source_format.get("quantization"):
         return ""
-    return (f"weights read from the GGUF file {source_format.get('file', '')} where they are stored as "
-            f"{source_format['quantization']} (4-bit for Q4_*), dequantized to {source_format.get('dequantized_to', 'float32')}: "
-            "numbers measured on them are those of the quantized model, not of the original release")
+    q = source_format["quantization"]
+    types = source_format.get("tensor_types") or {}
+    bits = re.match(r"[IQ]+(\d)", q)
+    share = f"{types[q]} of its {sum(types.values())} tensors are" if q in types else "its tensors are"
+    return (f"Minitron Lab reads {whose} weights from the GGUF file {source_format.get('file', '')}, where {share} "
+            f"stored as {q}{f' ({bits.group(1)}-bit)' if bits else ''}, and dequantizes them to "
+            f"{source_format.get('dequantized_to', 'float32')}: every number measured on them is that of the "
+            "quantized model, not of the original release")
 
 
 def summarize_run(run: RunResult) -> RunSummary:
@@ -256,8 +263,8 @@ def _registry_weights_note(spec: ModelSpec) -> str:
     try:
         return quantization_note(gguf_source(locate_gguf(spec)))
     except MinitronError:  # package not installed: the card still says what the registry ships
-        return (f"Minitron Lab reads it from {spec.gguf.split(':')[1]} (a quantized GGUF, per its file name), "
-                "dequantized to float32")
+        return (f"Minitron Lab reads its weights from {spec.gguf.split(':')[1]} (a quantized GGUF, per its file "
+                "name) and dequantizes them to float32")
 
 
 def read_recipe(model_dir: Path) -> PruneInfo | None:
@@ -330,7 +337,7 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final:
         analysis=summarize_run(run) if run else None,
         tags=["minitron-lab", "pruned" if recipe else "local", *(["distilled"] if trained else []), "pytorch"],
         source_dir=home, from_instruct=bool(teacher and teacher.instruct),
-        weights_note=quantization_note(weights) and f"the teacher's {quantization_note(weights)}",
+        weights_note=quantization_note(weights, "the teacher's"),
     )
 
 
@@ -347,7 +354,7 @@ def _directory_description(recipe: PruneInfo | None, trained: DistillInfo | None
     else:
         params = recipe.params or arch.params()["total"]  # a hand-made recipe may omit the count
         text = f"{recipe.teacher or 'A teacher'} pruned by Minitron Lab to {params / 1e6:,.1f}M parameters."
-    if trained:
+    if trained and recipe is None:  # a pruned card's overview says it next to the pruning
         how = "fine-tuned on next-token prediction" if trained.mode == "finetune" else "healed by logit distillation"
         text += f" Then {how} from {trained.teacher} for {trained.steps} steps ({trained.tokens_seen:,} tokens)."
     return text

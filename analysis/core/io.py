@@ -221,6 +221,14 @@ def _write_marker(target: Path, command: str, files: Iterable[str]) -> None:
     write_json(target / MARKER, {"tool": "minitron-lab", "command": command, "files": sorted(set(files))})
 
 
+def _plain_modes(root: Path) -> None:
+    """Give what we wrote under ``root`` ordinary permissions (some writers, safetensors among them, create
+    0600 files): 0666 and 0777 minus the umask, like every other file of the run."""
+    for p in root.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, DIR_MODE if p.is_dir() else FILE_MODE)
+
+
 def _files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MARKER)
 
@@ -264,6 +272,7 @@ def output_dir(target: str | Path, command: str) -> Iterator[Path]:
     with atomic_dir(target) as stage:
         yield stage
         ours = _files_under(stage)
+        _plain_modes(stage)  # ours only: the user's files are carried in below, modes untouched
         if target.is_dir():
             _carry_foreign(target, stage, _marker_files(target) or set())
         _write_marker(stage, command, ours)
@@ -279,6 +288,7 @@ def output_files(target: str | Path, command: str, last: str | None = None) -> I
     with staged_files(target, last=last) as stage:
         yield stage
         added = _files_under(stage)
+        _plain_modes(stage)
     made = set(before["files"]) if before else set()
     _write_marker(target, before["command"] if before else command, made | set(added))
 
