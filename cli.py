@@ -200,7 +200,7 @@ def analyze(
     if world_from_env()[0] != 0:  # under torchrun only rank 0 writes and reports
         return
     if figures:
-        _draw_run(result_dir)
+        _draw_run(result_dir, force)
     say(f"results: {result_dir}")
 
 
@@ -234,13 +234,13 @@ def bench(
         print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
 
 
-def _draw_run(run_dir) -> None:
+def _draw_run(run_dir, force: bool = False) -> None:
     from figures.render import draw_run, run_figures_current
 
-    if run_figures_current(run_dir):  # a cached run keeps the figures drawn from the same numbers
+    if not force and run_figures_current(run_dir):  # a cached run keeps the figures drawn from the same numbers
         say(f"figures: up to date in {Path(run_dir) / 'figures'}")
         return
-    written = draw_run(run_dir)
+    written = draw_run(run_dir, force=force)
     say(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
 
 

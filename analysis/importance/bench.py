@@ -137,7 +137,7 @@ def _time_mode(make, cfg: BenchConfig, device) -> dict:
 
 def _resolve(cfg: BenchConfig, ad, device) -> tuple[int, int]:
     """(seq_len, batch_size) for this device; "auto" probes the analysis pass eagerly."""
-    from analysis.importance.pipeline import analysis_probe
+    from analysis.importance.probe import analysis_probe
 
     max_pos = getattr(ad.config, "max_position_embeddings", None)
     if cfg.seq_len is not None:  # asked for: never silently shortened

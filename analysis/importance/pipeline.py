@@ -30,7 +30,7 @@ from analysis.core import validate as V
 from analysis.core.errors import Interrupted, MinitronError
 from analysis.core.interrupt import StopRequest, deferred_interrupt
 from analysis.core.io import check_output, check_writable, made_by_us, read_json
-from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size, synchronize
+from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.evaluation.loss import PROTOCOL
@@ -38,6 +38,7 @@ from analysis.importance import sensitivity as sens
 from analysis.importance.checkpoint import Checkpoint, Progress
 from analysis.importance.collect import Collector
 from analysis.importance.metrics import spearman
+from analysis.importance.probe import analysis_probe
 from analysis.importance.report import depth_tensors, layer_table, print_summary
 from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
 from analysis.models.loading import (
@@ -108,33 +109,6 @@ def splits_for(lm: LoadedModel, data: DataConfig) -> tuple[Splits, str | None]:
         raise MinitronError(f"{lm.name} has no tokenizer and a vocabulary ({lm.model.config.vocab_size}) "
                             "smaller than the default's")
     return build_splits(tok, data, max_pos), "smollm2-135m (borrowed: random-init model has none)"
-
-
-def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, evaluate: bool):
-    """``probe(b) -> seconds``: one eager calibration step (hooks on) and, with ``evaluate``, one
-    evaluation step (full pass keeping every boundary state + one drop-layer pass) on random ids.
-
-    Eager on purpose: it needs at least the memory of the compiled graph (no fusion), so a size
-    that passes here fits when compiled, and probing compiles nothing.
-    """
-    vocab = ad.config.vocab_size
-
-    def probe(b: int) -> float:
-        ids = torch.randint(0, vocab, (b, seq_len), device=device)
-        synchronize(device)
-        t0 = time.perf_counter()
-        collector = Collector(ad, block_sizes, pre_activation, device=device)
-        with collector.collecting(), torch.no_grad():
-            collector.seq_len = seq_len
-            ad.backbone(input_ids=ids, use_cache=False)
-            collector.fold(b)
-        if evaluate:
-            _, states = sens.full_pass(ad, ids)
-            sens.drop_block_nll(ad, states, ids, 0, 1)
-            del states
-        synchronize(device)
-        return time.perf_counter() - t0
-    return probe
 
 
 def _batches(ids: torch.Tensor, size: int) -> list[torch.Tensor]:

@@ -185,7 +185,8 @@ def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None)
     splits = training_splits(tokenizer, job.data, cfg, getattr(s.model.config, "max_position_embeddings", None))
     if console:
         console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
-                      f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
+                      f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}",
+                      markup=False, highlight=False)
     recipe = Path(job.student.model) / RECIPE  # written by `prune`; the card reads it
     result = distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=job.resume,
                      tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta},

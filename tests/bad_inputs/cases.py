@@ -294,6 +294,8 @@ CASES: list[Case] = [
                                           "/proc/minitron-lab-test"), 2, "cannot write to /proc"),
     Case("out-distill-foreign-dir", (*DISTILL, "--out", "{w}/mine"), 2, "mine is not empty and was not made",
          plant=lambda w, a: P.user_file(w / "mine/model/notes.txt")),
+    Case("out-distill-foreign-dir-force", (*DISTILL, "--out", "{w}/mine", "--force"), 0, "",
+         plant=lambda w, a: P.user_file(w / "mine/model/notes.txt"), writes=("mine/",)),
     Case("out-distill-is-a-file", (*DISTILL, "--out", "{w}/mine"), 2, "mine is a file",
          plant=lambda w, a: P.user_file(w / "mine")),
     Case("out-distill-default-unwritable", DISTILL, 2, "runs is a file, not a directory",

@@ -153,8 +153,8 @@ def test_what_we_write_gets_plain_permissions_and_the_users_files_keep_theirs(tm
     import os
     import stat
 
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from analysis.core.io import DIR_MODE, FILE_MODE
 
