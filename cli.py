@@ -520,7 +520,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run one command; every failure becomes one line on stderr and a non-zero exit code (returned)."""
     click_error, abort, exit_ = _click_exceptions()
     DEBUG["on"] = bool(os.environ.get("MINITRON_DEBUG"))
-    interrupted = "interrupted before any checkpoint was written; nothing to resume"
+    interrupted = ("interrupted; nothing half-written was left behind (analyze and distill continue from their "
+                   "last checkpoint, if they wrote one, with --resume)")
     with _warnings_as_lines():
         try:
             code = app(args=argv, standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n

@@ -34,3 +34,22 @@ def test_models_figures_and_bench_in_a_real_process(tmp_path, smol):
     assert r.code == 0 and (tmp_path / "fam" / "mmlu_vs_tokens.png").exists(), r.err
     r = cli_subprocess("bench", "--seq-len", "8", "--batch-size", "1", "--steps", "1", "--warmup", "1", "--json")
     assert r.code == 0 and json.loads(r.out)["batch_size"] == 1, r.err
+
+
+def test_usage_errors_are_one_line():
+    r = run_cli("analyze", "--samples", "0")
+    assert r.code == 2 and r.err.strip() == "error: --samples must be an integer in [1, 1000000], got 0"
+
+
+def test_debug_shows_the_traceback_as_well():
+    r = run_cli("--debug", "analyze", "--samples", "0")
+    assert r.code == 2 and "Traceback" in r.err and r.err.strip().endswith("got 0")
+
+
+def test_a_bug_of_ours_is_still_one_line_and_says_how_to_see_more(monkeypatch):
+    from analysis.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", (object(),))
+    r = run_cli("models", "--json")
+    assert r.code == 1 and len(r.error_lines) == 1 and "Traceback" not in r.err
+    assert "unexpected AttributeError" in r.err and "--debug" in r.err
