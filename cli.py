@@ -4,12 +4,18 @@
     python cli.py analyze [--model NAME] [--data SRC] ...
     python cli.py bench [--model NAME] [--random-init] [--seq-len T] [--batch-size auto|N] [--json]
     torchrun --nproc-per-node N cli.py analyze ...
+    python cli.py perplexity [--model NAME] [--data SRC] [--protocol hf-stride|lm-eval] [--seq-len T]
     python cli.py figures [--run DIR] [--out DIR]
     python cli.py card (--model M | --all) [--out DIR] [--template T] [--format md|html]
     python cli.py card --check PATH [--model M]
     python cli.py distill --student DIR [--teacher NAME] [--steps N] [--finetune] ...
     python cli.py prune --model TEACHER [--target 8B | --hidden H --ffn F --heads N --layers L] --out DIR
-    python cli.py search --model 15B --params 8B [--tolerance 0.05]
+    python cli.py search --model 15B --params 8B [--rank --run DIR --retrain-steps N] [--out DIR]
+    python cli.py perplexity [--model M] [--data SRC] [--protocol hf-stride|lm-eval]
+    python cli.py experiment NAME [--seeds N] [--small] [--estimate]
+    python cli.py experiment --report [--check]
+    python cli.py evaluate --model M --tasks T1,T2 [--num-fewshot K | --paper-settings] [--limit N]
+    python cli.py compare --teacher T --student S [--baseline B] [--data SRC]
 """
 
 from __future__ import annotations
@@ -76,9 +82,17 @@ def _aggregation(param: typer.CallbackParam, value: str) -> str:
     return V.check_choice(param.opts[0], value, AGGREGATION_NAMES)
 
 
+def _protocols(param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
+    from analysis.evaluation.perplexity import PROTOCOLS
+
+    return [V.check_choice(param.opts[0], v, PROTOCOLS) for v in value] if value else value
+
+
 # --- options shared by several commands -------------------------------------------------------------
 MODEL_HELP = "registry name or alias (8B, 4B, 15B, smollm2-135m), Hugging Face id, local directory or .gguf"
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DEPTH_METRICS = ("bi", "drop-loss", "block")  # analysis.pruning.plan.DEPTH_METRICS (cli imports no torch)
+COMPILE_MODES = ("auto", "off", "regional", "full")  # analysis.core.perf.COMPILE_MODES
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 Data = Annotated[str, typer.Option(
     "--data", help="pydoc (built-in), random (token ids, speed work), a .txt/.jsonl file or folder, or a HF dataset")]
@@ -94,9 +108,14 @@ MaxBatch = Annotated[int | None, typer.Option("--max-batch-size", callback=check
                                               help="cap for --batch-size auto")]
 Aggregation = Annotated[str, typer.Option("--aggregation", callback=_aggregation,
                                           help="batch_seq aggregation, e.g. l2_mean")]
-DepthMetric = Annotated[str, typer.Option("--depth-metric", callback=_choice("bi", "drop-loss"),
-                                          help="bi (block importance) or drop-loss")]
-Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA)")]
+DepthMetric = Annotated[str, typer.Option("--depth-metric", callback=_choice(*DEPTH_METRICS),
+                                          help="bi (block importance), drop-loss (per layer) or block (cheapest "
+                                          "contiguous block)")]
+Compile = Annotated[str, typer.Option(
+    "--compile", callback=_choice(*COMPILE_MODES),
+    help="auto (regional on CUDA, off on CPU), off, regional (one compiled decoder layer), full")]
+HeadMerge = Annotated[bool, typer.Option("--head-merge/--no-head-merge",
+                                         help="fold pruned query heads into kept ones (the paper's §2.3)")]
 Force = Annotated[bool, typer.Option("--force", help="write into a directory minitron-lab did not make "
                                      "(only the files this command makes are replaced)")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="run model code shipped with a checkpoint")]
@@ -166,12 +185,17 @@ def analyze(
     max_batch_size: MaxBatch = None,
     block_sizes: Annotated[str | None, typer.Option(
         "--block-sizes", help="contiguous block sizes for drop curves (default 1,2,4,8: those the model has)")] = None,
-    pre_activation: Annotated[bool, typer.Option("--pre-activation", help="neuron importance before the activation")] = False,
+    pre_activation: Annotated[bool, typer.Option("--pre-activation", help=(
+        "neuron importance before the activation, the paper's X W1^T (gated MLPs: gate_proj alone); default: "
+        "after it, Model Optimizer's choice"))] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=checked(V.BOOTSTRAP),
+                                           help="resample the calibration windows N times: how stable the kept "
+                                           "sets are (0: off)")] = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
     device_map: Annotated[str | None, typer.Option("--device-map", callback=_choice("auto"),
                                                    help="auto: spread a model too big for one GPU")] = None,
-    compile: Compile = None,
+    compile: Compile = "auto",
     random_init: RandomInit = False,
     seed: Seed = 0,
     out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/<model>/<run-id>)")] = None,
@@ -193,8 +217,7 @@ def analyze(
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
         batch_size=batch_size, max_batch_size=max_batch_size,
         block_sizes=V.parse_int_list("--block-sizes", block_sizes, V.BLOCK_SIZE) if block_sizes is not None else None,
-        pre_activation=pre_activation,
-        compile=compile,
+        pre_activation=pre_activation, compile=compile, bootstrap=bootstrap, bootstrap_seed=seed,
     )
     result_dir = run_analysis(cfg, out=out, force=force, resume=resume, console=console)
     if world_from_env()[0] != 0:  # under torchrun only rank 0 writes and reports
@@ -218,7 +241,9 @@ def bench(
                                         help="untimed steps first (the first holds compile time)")] = 2,
     dtype: Dtype = "auto",
     device: Device = "auto",
-    compile: Compile = None,
+    compile: Annotated[str, typer.Option(
+        "--compile", callback=_choice(*COMPILE_MODES, "all"),
+        help="variants besides eager: auto (regional on CUDA), regional, full, all, off")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
 ):
     """Time the plain forward, the analysis pass (hooks on) and eager; tokens/s, MFU, memory, projection."""
@@ -232,6 +257,54 @@ def bench(
         print(json.dumps(report, indent=2, default=str))
     else:
         print_report(report, Console(width=max(Console().width, 120)))  # the mode table needs ~110 columns
+
+
+@app.command()
+def perplexity(
+    model: Model = "smollm2-135m",
+    data: Data = "pydoc",
+    protocol: Annotated[list[str] | None, typer.Option(
+        "--protocol", callback=_protocols, help="hf-stride (Hugging Face fixed-length recipe) or lm-eval (lm-evaluation-harness "
+        "loglikelihood_rolling); repeat for several (default: both)")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", callback=checked(V.SEQ_LEN),
+                                         help="tokens per window (the model's context at most)")] = 512,
+    stride: Annotated[int | None, typer.Option("--stride", callback=checked(V.STRIDE),
+                                               help="hf-stride: tokens between window starts (default --seq-len)")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", callback=checked(V.MAX_CHARS),
+                                                  help="score only the first N characters of the text")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", callback=checked(V.BATCH), help="windows per forward")] = 4,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="write perplexity.json (results + provenance) here")] = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
+):
+    """Perplexity of a whole text (one document) under named protocols, comparable with the tools that define them."""
+    from analysis.core.io import check_output, output_dir, write_json
+    from analysis.data import DataConfig
+    from analysis.evaluation.perplexity import PROTOCOLS, PerplexityJob, run_perplexity
+
+    protocols = tuple(protocol or PROTOCOLS)
+    job = PerplexityJob(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
+                        data=DataConfig(source=data, max_chars=max_chars), protocols=protocols, seq_len=seq_len,
+                        stride=stride, batch_size=batch_size)  # checks the protocols and sizes
+    if out:
+        check_output(out, force)  # before any work
+    doc = run_perplexity(job, progress=True)
+    table = Table(title=f"{doc['model']['name']} on {data} ({doc['data']['chars']:,} characters, one document)")
+    for col in ("protocol", "window", "tokens", "scored", "token ppl", "word ppl", "byte ppl", "bits/byte"):
+        table.add_column(col, justify="left" if col == "protocol" else "right")
+    for name, r in doc["results"].items():
+        extra = [f"{r[k]:.4f}" if k in r else "-" for k in ("word_perplexity", "byte_perplexity", "bits_per_byte")]
+        window = str(r["seq_len"]) + (f"/{r['stride']}" if r["stride"] and r["stride"] != r["seq_len"] else "")
+        table.add_row(name, window, f"{r['tokens']:,}", f"{r['scored']:,}", f"{r['token_perplexity']:.4f}", *extra)
+    _wide().print(table)
+    if out:
+        with output_dir(out, "perplexity") as tmp:
+            write_json(tmp / "perplexity.json", doc)
+        say(f"written: {Path(out) / 'perplexity.json'}")
 
 
 def _draw_run(run_dir, force: bool = False) -> None:
@@ -315,7 +388,8 @@ def distill(
     finetune: Annotated[bool, typer.Option("--finetune", help="plain CLM fine-tuning (kd 0, clm 1)")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", callback=checked(V.EVERY),
                                             help="held-out evaluation every N steps (0: ends)")] = 20,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", callback=checked(V.SAMPLES), help="held-out windows")] = 8,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", callback=checked(V.SAMPLES),
+                                              help="held-out windows (the evaluation split, never trained on)")] = 8,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", callback=checked(V.EVERY),
                                                   help="checkpoint every N steps (and at least every ~30 s)")] = 50,
     seed: Annotated[int, typer.Option("--seed", callback=checked(V.SEED), help="order of training windows")] = 0,
@@ -352,6 +426,85 @@ def distill(
 
 
 @app.command()
+def evaluate(
+    model: Model = "smollm2-135m",
+    tasks: Annotated[str, typer.Option("--tasks", help="comma-separated: lm-eval tasks, benchmark keys (mmlu, arc_c, "
+                                       "...), our minitron_facts / minitron_cloze, or task YAML paths")] = "minitron_facts",
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", callback=checked(V.SHOTS), help="shots for every task (default: each task's)")] = None,
+    paper_settings: Annotated[bool, typer.Option("--paper-settings", help="the shots and metric of the paper's Tables 2/3")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", callback=checked(V.LIMIT),
+                                               help="at most N documents per task")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", callback=checked(V.BATCH), help="requests per forward")] = 8,
+    include: Annotated[list[str] | None, typer.Option("--include", help="a folder of lm-eval task YAMLs (repeatable)")] = None,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="run model-written code (MBPP, HumanEval)")] = False,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/<model>/eval-<id>)")] = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Annotated[bool, typer.Option("--download", help="allow model and dataset downloads")] = False,
+):
+    """Downstream accuracy through lm-evaluation-harness, on the model as this toolkit loads it."""
+    from analysis.evaluation.harness import EvalConfig
+    from analysis.evaluation.harness import evaluate as run_evaluate
+
+    cfg = EvalConfig(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
+                     tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), num_fewshot=num_fewshot,
+                     paper_settings=paper_settings, limit=limit, batch_size=batch_size, include=tuple(include or ()),
+                     allow_code_execution=allow_code_execution)
+    run_dir = run_evaluate(cfg, out=out, force=force, console=_wide())
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
+def compare(
+    student: Annotated[str, typer.Option("--student", "-s", help="the compressed model: a pruned or distilled directory")],
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help=MODEL_HELP + " (default: the student's "
+                                                "prune_recipe.json teacher)")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="a second student (default: the pruned model a "
+                                                 "distilled student started from)")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="text source (default: the student's held-out windows)")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", callback=checked(V.SEQ_LEN), help="tokens per window")] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", callback=checked(V.SAMPLES),
+                                                     help="held-out windows")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", callback=checked(V.SEED), help="window permutation seed")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", callback=checked(V.BATCH), help="windows per forward")] = 4,
+    cka_tokens: Annotated[int, typer.Option("--cka-tokens", callback=checked(V.CKA_TOKENS),
+                                            help="tokens for linear CKA")] = 1024,
+    worst: Annotated[int, typer.Option("--worst", callback=checked(V.WORST), help="tokens listed by loss increase")] = 20,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    out: Annotated[str | None, typer.Option("--out", help="output directory (default runs/compare/<student>-vs-<teacher>)")] = None,
+    force: Force = False,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="draw figures at the end")] = True,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+    download: Download = False,
+):
+    """Teacher vs student on the same held-out windows: KL, top-1 agreement, loss increase, layer CKA."""
+    from analysis.evaluation.compare import CompareConfig, run_compare, student_records
+
+    teacher = teacher or student_records(student)["teacher"]
+    if not teacher:
+        raise MinitronError(f"{student} names no teacher (no prune_recipe.json); pass --teacher")
+    given = {k: v for k, v in (("source", data), ("seq_len", seq_len), ("eval_samples", eval_samples),
+                                ("seed", seed)) if v is not None}
+    cfg = CompareConfig(
+        teacher=_load(teacher, dtype, device, False, trust_remote_code, allow_pickle, download),
+        student=_load(student, dtype, device, False, trust_remote_code, allow_pickle, download),
+        baseline=_load(baseline, dtype, device, False, trust_remote_code, allow_pickle, download) if baseline else None,
+        windows=given, batch_size=batch_size, cka_tokens=cka_tokens, worst=worst)
+    run_dir = run_compare(cfg, out=out, force=force, console=_wide())
+    if figures:
+        from figures.render import draw_compare
+
+        written = draw_compare(run_dir)
+        console.print(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
 def prune(
     out: Annotated[str, typer.Option("--out", help="output model directory")],
     model: Model = "smollm2-135m",
@@ -365,12 +518,17 @@ def prune(
     layers: Annotated[int | None, typer.Option("--layers", callback=checked(V.WIDTH), help="decoder layers to keep")] = None,
     depth_metric: DepthMetric = "bi",
     aggregation: Aggregation = "l2_mean",
+    head_merge: HeadMerge = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write config.json only and print the parameter count")] = False,
     data: Annotated[str, typer.Option("--data", help="text for on-the-fly analysis and perplexity")] = "pydoc",
     samples: Annotated[int, typer.Option("--samples", callback=checked(V.SAMPLES),
                                          help="calibration samples (on-the-fly analysis)")] = 32,
+    select_samples: Annotated[int, typer.Option("--select-samples", callback=checked(V.SAMPLES),
+                                                help="selection samples: drop-layer losses of the on-the-fly "
+                                                "analysis")] = 8,
     eval_samples: Annotated[int, typer.Option("--eval-samples", callback=checked(V.SAMPLES),
-                                              help="held-out samples for perplexity")] = 8,
+                                              help="evaluation samples for perplexity (disjoint from the "
+                                              "analysis's)")] = 8,
     seq_len: SeqLen = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", callback=checked(V.BATCH), help="samples per forward")] = 8,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="zero-shot perplexity before and after")] = True,
@@ -399,8 +557,9 @@ def prune(
     cfg = PruneConfig(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, seed=seed),
         target=sizes, target_name=target, run=run, depth_metric=depth_metric, aggregation=aggregation,
-        evaluate=evaluate, batch_size=batch_size,
-        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
+        evaluate=evaluate, batch_size=batch_size, head_merge=head_merge,
+        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=select_samples,
+                        test_samples=eval_samples, seed=seed),
     )
     if dry_run:
         config, recipe = shapes_only(cfg)
@@ -420,62 +579,138 @@ def prune(
 @app.command()
 def search(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "15B",
-    params: Annotated[str, typer.Option("--params", help="parameter budget: 8B, 4B or a number (7.5e9)")] = "8B",
-    tolerance: Annotated[float, typer.Option("--tolerance", callback=checked(V.TOLERANCE),
-                                             help="relative distance to the budget")] = 0.05,
-    rank_: Annotated[bool, typer.Option("--rank", help="rank by zero-shot loss after pruning (needs weights)")] = False,
-    run: Annotated[str | None, typer.Option("--run", help="analysis run for --rank")] = None,
+    params: Annotated[str, typer.Option(
+        "--params", help="8B or 4B (the paper's problems, scaled to the teacher) or a parameter count (7.5e9)")] = "8B",
+    tolerance: Annotated[float | None, typer.Option(
+        "--tolerance", callback=checked(V.TOLERANCE),
+        help="keep |params - budget| <= t x budget (default: 8B the paper's own list, else 0.05)")] = None,
+    rank_: Annotated[bool, typer.Option("--rank", help="prune, retrain and rank every candidate (needs weights, --run)")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="analysis run of the teacher, for --rank")] = None,
+    retrain_steps: Annotated[int, typer.Option(
+        "--retrain-steps", callback=checked(V.TRAIN_STEPS),
+        help="distillation steps per candidate before ranking (paper: ~400); 0: zero-shot order")] = 20,
     aggregation: Aggregation = "l2_mean",
     depth_metric: DepthMetric = "bi",
-    eval_samples: EvalSamples = 8,
-    seq_len: SeqLen = 256,
+    head_merge: HeadMerge = True,
+    data: Data = "pydoc",
+    eval_samples: Annotated[int, typer.Option("--eval-samples", callback=checked(V.SAMPLES),
+                                              help="held-out windows the ranking scores")] = 8,
+    seq_len: SeqLen = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", callback=checked(V.BATCH),
+                                            help="windows per training step and evaluation batch")] = 2,
+    lr: Annotated[float, typer.Option("--lr", callback=checked(V.LR),
+                                      help="peak learning rate of the retraining (cosine to lr/10)")] = 1e-4,
+    seed: Seed = 0,
+    out: Annotated[str | None, typer.Option("--out", help="write search.json (candidates, ranking, provenance) here")] = None,
+    force: Force = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
 ):
-    """Candidate architectures of the paper's search space within a parameter budget."""
-    import dataclasses
-
+    """Candidate architectures of the paper's search space within a parameter budget, optionally ranked."""
+    from analysis.core.io import check_output, output_dir, write_json
     from analysis.data import DataConfig
-    from analysis.models.configs import from_hf_config
-    from analysis.models.loading import load_model
-    from analysis.pruning.search import (
-        check_budget,
-        enumerate_candidates,
-        no_candidates,
-        parse_budget,
-        rank_candidates,
-        space_for,
-    )
+    from analysis.training.loop import DistillConfig
+    from analysis.training.search import SearchJob, run_search
 
-    budget = parse_budget(params)
-    if rank_ and run is None:
-        raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")
-    load = _load(model, dtype, "meta", True)
-    teacher = from_hf_config(load_model(load).model.config)
-    check_budget(teacher, budget)
-    space = space_for(budget)
-    candidates = enumerate_candidates(teacher, budget, space, tolerance)
-    if not candidates:
-        raise MinitronError(no_candidates(teacher, budget, space, tolerance), exit_code=1)
-    losses = None
-    if rank_:
-        losses = rank_candidates(dataclasses.replace(load, device=device, random_init=False), candidates, run,
-                                 aggregation, depth_metric, DataConfig(seq_len=seq_len, eval_samples=eval_samples))
-    _print_candidates(candidates, budget, losses)
+    if out:
+        check_output(out, force)  # before any work
+    train = DistillConfig(steps=retrain_steps, seq_len=seq_len, batch_size=batch_size, lr=lr, min_lr=lr / 10,
+                          warmup_steps=max(1, retrain_steps // 10), eval_every=0, eval_samples=eval_samples,
+                          checkpoint_every=0, device=device, dtype=dtype)
+    job = SearchJob(load=_load(model, dtype, device), params=params, tolerance=tolerance, rank=rank_, run=run,
+                    aggregation=aggregation, depth_metric=depth_metric, head_merge=head_merge, train=train,
+                    data=DataConfig(source=data, seed=seed))
+    doc = run_search(job, log=say)
+    _print_candidates(doc)
+    if out:
+        with output_dir(out, "search") as tmp:
+            write_json(tmp / "search.json", doc)
+        say(f"written: {Path(out) / 'search.json'}")
 
 
-def _print_candidates(candidates, budget: float, losses) -> None:
-    table = Table(title=f"Candidates within the budget of {budget / 1e9:.3g}B")
-    for col in ("#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget") + (("loss",) if losses else ()):
+def _print_candidates(doc: dict) -> None:
+    space, ranking = doc["space"], doc["ranking"]
+    rows = doc["candidates"]
+    budget = space["budget"]
+    low, high = space["window"]
+    table = Table(title=f"{doc['teacher']}, {doc['params']}: budget {_count(budget)}, params in "
+                        f"{_count(low)}..{_count(high)}\n{space['rule']}")
+    cols = ["#", "layers", "heads", "MLP factor", "hidden", "MLP", "params", "vs budget"]
+    order = list(range(len(rows)))
+    if ranking:
+        key = ranking["order_by"]
+        order.sort(key=lambda i: (ranking["rows"][i][key] is None, ranking["rows"][i][key] or 0.0))  # diverged last
+        cols += ["zero-shot loss"] + (["retrained loss", "zero-shot rank"] if ranking["retrain"] else [])
+        zs = {i: ranking["rows"][i]["zero_shot_loss"] for i in order}
+        zs_rank = {i: r for r, i in enumerate(sorted(order, key=lambda i: (zs[i] is None, zs[i] or 0.0)), 1)}
+    for col in cols:
         table.add_column(col, justify="right")
-    order = sorted(range(len(candidates)), key=lambda i: losses[i]) if losses else range(len(candidates))
     for n, i in enumerate(order, 1):
-        c = candidates[i]
-        row = [str(n), str(c.arch.layers), str(c.arch.heads), f"{c.mlp_factor:g}", str(c.arch.hidden),
-               str(c.arch.mlp), f"{c.params / 1e9:.3f}B", f"{c.delta(budget):+.1%}"]
-        table.add_row(*row, *((f"{losses[i]:.4f}",) if losses else ()))
+        c = rows[i]
+        cells = [str(n), str(c["layers"]), str(c["heads"]), f"{c['mlp_factor']:g}", str(c["hidden"]), str(c["mlp"]),
+                 _count(c["params"]), f"{c['vs_budget']:+.1%}"]
+        if ranking:
+            r = ranking["rows"][i]
+            cells.append(_loss(r["zero_shot_loss"]))
+            if ranking["retrain"]:
+                cells += [_loss(r["retrained_loss"]), str(zs_rank[i])]
+        table.add_row(*cells)
     _wide().print(table)
-    print(f"{len(candidates)} candidates")
+    a = (ranking or {}).get("agreement")
+    if a and None not in (a["spearman"], a["kendall"], *a["spearman_ci95"], *a["kendall_ci95"]):  # tied: undefined
+        print(f"zero-shot vs retrained order: Spearman {a['spearman']:+.2f} [{a['spearman_ci95'][0]:+.2f}, "
+              f"{a['spearman_ci95'][1]:+.2f}], Kendall {a['kendall']:+.2f} [{a['kendall_ci95'][0]:+.2f}, "
+              f"{a['kendall_ci95'][1]:+.2f}] (95% bootstrap over candidates); the retrained best ranked "
+              f"{a['retrained_best_zero_shot_rank']} zero-shot")
+    print(f"{len(rows)} candidates")
+
+
+def _loss(value: float | None) -> str:
+    return "diverged" if value is None else f"{value:.4f}"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+@app.command()
+def experiment(
+    name: Annotated[str | None, typer.Argument(
+        help="all, layer-drop, aggregation, pruning-axes or distill-vs-finetune")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", callback=checked(V.SEEDS),
+                                              help="window draws (and training orders); default 3")] = None,
+    small: Annotated[bool, typer.Option("--small", help="CI scale: a ~5M-parameter cut of the default, seconds")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print the plan and its time estimate, run nothing")] = False,
+    report: Annotated[bool, typer.Option("--report", help="regenerate the README's results section from --out")] = False,
+    check: Annotated[bool, typer.Option("--check", help="with --report: exit 1 if the README is out of date")] = False,
+    out: Annotated[str, typer.Option("--out", help="results directory (one JSON per experiment)")] = "notebooks/results",
+    runs: Annotated[str, typer.Option("--runs", help="analysis runs, reused between calls")] = "notebooks/out/runs",
+    readme: Annotated[str, typer.Option("--readme", help="the README whose results section --report writes")] = "README.md",
+    force: Force = False,
+):
+    """Rerun the paper's experiments over seeds (results as JSON), or regenerate the README's results from them."""
+    if report:
+        from analysis.experiments.report import update_readme
+
+        changed = update_readme(readme, out, check=check)
+        if check and changed:
+            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report", soft_wrap=True)
+            raise typer.Exit(1)
+        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}", soft_wrap=True)
+        return
+    if name is None:
+        raise MinitronError("name an experiment (all, layer-drop, aggregation, pruning-axes, distill-vs-finetune) "
+                            "or pass --report")
+    from analysis.experiments.runner import resolve_names, run_experiments
+    from analysis.experiments.setup import scale
+
+    sc = scale(small)
+    names = resolve_names(name)
+    for path in run_experiments(names, sc, sc.seeds if seeds is None else seeds, runs=runs, out=out, force=force,
+                                console=console, estimate_only=estimate):
+        print(path)
+    if not estimate:
+        console.print("README: python cli.py experiment --report")
 
 
 # --- running a command: one line per failure, never a traceback (unless --debug) ----------------------
@@ -536,6 +771,8 @@ def run(argv: list[str] | None = None) -> int:
             return _fail(one_line(exc.format_message()), exc.exit_code)
         except exit_ as exc:
             return exc.exit_code
+        except SystemExit as exc:  # typer's answer to a closed stdout (``... | head``): quiet, exit 1
+            return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         except MemoryError:
             return _fail("out of memory; use a smaller model, fewer or shorter samples, or a smaller batch", 1)
         except OSError as exc:  # disk full, permission denied, vanished file: the file and the reason

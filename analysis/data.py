@@ -5,13 +5,30 @@ Protocol (recorded in every result):
      order; files: sorted paths, ``.txt`` whole, ``.jsonl`` one record per line, field ``text``).
   2. They are joined with a blank line and tokenized once, without special tokens.
   3. The token stream is cut into non-overlapping windows of ``seq_len`` tokens (tail dropped).
-  4. Windows are permuted with ``torch.Generator().manual_seed(seed)``; the first
-     ``eval_samples`` form the evaluation split, the next ``calib_samples`` the calibration split,
-     so the two are disjoint and the evaluation split does not move when calibration size changes.
+  4. Windows are permuted with ``torch.Generator().manual_seed(seed)`` and cut into three
+     disjoint splits, each with one job:
+
+       permutation:  [ eval_samples | calib_samples | ... unused ... | test_samples ]
+                       selection      calibration                     evaluation (read from the end)
+
+     * calibration (``calib``): importance statistics (``analyze``'s hooks); training windows
+       start here and run on into the unused middle when a run needs more;
+     * selection (``eval``): ``analyze``'s held-out windows (its perplexity and drop-block losses);
+       whatever ranks layers or candidates from those numbers (depth by drop loss, search ranking)
+       has selected on them, so they may not score the result;
+     * evaluation (``test``): the reported losses of ``prune``, ``distill`` and every experiment,
+       taken from the END of the permutation (last window first), so they do not move when the
+       other sizes change and never meet the other two.
+
+     ``exclude`` (token spans) keeps the evaluation split off windows another step already used
+     (an analysis run cut at another length): such windows are skipped, still from the end.
+     Every result records the splits (``split_record``: window indices and hashes) and
+     ``check_disjoint`` proves them disjoint in tokens.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -34,21 +51,27 @@ class DataConfig:
     source: str = DEFAULT_SOURCE  # "pydoc", "random", a .txt/.jsonl file or folder, or a dataset "name[:config][@split]"
     seq_len: int = 128  # tokens per sample
     calib_samples: int = 64  # samples for importance statistics
-    eval_samples: int = 4  # held-out samples for perplexity and layer sensitivity
+    eval_samples: int = 4  # selection split: analyze's held-out samples (perplexity, layer sensitivity)
+    test_samples: int = 0  # evaluation split: the reported losses, from the end of the permutation
     seed: int = 0  # permutation of windows
     text_field: str = "text"  # field read from .jsonl records and datasets
     max_chars: int | None = None  # read at most this many characters (None: everything)
 
     def __post_init__(self):
         V.check_fields(self, {"seq_len": ("--seq-len", V.SEQ_LEN), "calib_samples": ("--samples", V.SAMPLES_OR_NONE),
-                              "eval_samples": ("--eval-samples", V.SAMPLES_OR_NONE), "seed": ("--seed", V.SEED)})
+                              "eval_samples": ("--eval-samples", V.SAMPLES_OR_NONE),
+                              "test_samples": ("--eval-samples", V.SAMPLES_OR_NONE), "seed": ("--seed", V.SEED)})
+
+
+ROLES = {"calib": "calibration", "eval": "selection", "test": "evaluation"}  # split -> its one job
 
 
 @dataclass
 class Splits:
-    calib: torch.Tensor  # (calib_samples, seq_len) token ids
-    eval: torch.Tensor  # (eval_samples, seq_len) token ids
-    meta: dict  # protocol, source, hashes and window indices
+    calib: torch.Tensor  # (calib_samples, seq_len) token ids: importance statistics
+    eval: torch.Tensor  # (eval_samples, seq_len) token ids: selection (analyze's held-out windows)
+    meta: dict  # protocol, source, hashes and window indices of every split
+    test: torch.Tensor | None = None  # (test_samples, seq_len) token ids: evaluation (reported losses)
 
 
 def pydoc_documents() -> list[str]:
@@ -149,36 +172,131 @@ def tokenize(text: str, tokenizer) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def make_splits(stream: torch.Tensor, cfg: DataConfig, source_meta: dict | None = None) -> Splits:
-    """Cut a token stream into disjoint calibration and evaluation windows (module docstring)."""
-    if cfg.calib_samples + cfg.eval_samples == 0:
-        raise MinitronError("--samples and --eval-samples are both 0: ask for at least one window")
+def stream_sha256(t: torch.Tensor) -> str:
+    """The short hash results use to name a token stream (or any split's token ids)."""
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+
+
+def _overlaps(w: int, seq_len: int, spans) -> bool:
+    """Whether window ``w`` (tokens [w·T, (w+1)·T)) meets any (start, end) token span."""
+    a, b = w * seq_len, (w + 1) * seq_len
+    return any(a < end and start < b for start, end in spans)
+
+
+def _test_windows(order: torch.Tensor, free_from: int, cfg: DataConfig, exclude) -> torch.Tensor:
+    """The evaluation windows: the permutation read from its end, skipping windows that meet ``exclude``."""
+    picked = []
+    for w in order.flip(0)[: len(order) - free_from].tolist():
+        if len(picked) == cfg.test_samples:
+            break
+        if not _overlaps(w, cfg.seq_len, exclude):
+            picked.append(w)
+    if len(picked) < cfg.test_samples:
+        raise MinitronError(
+            f"only {len(picked)} of the {cfg.test_samples} evaluation windows are free of the calibration and "
+            "selection windows; pass more text, fewer samples or a shorter --seq-len")
+    return torch.tensor(picked, dtype=torch.long)
+
+
+def make_splits(stream: torch.Tensor, cfg: DataConfig, source_meta: dict | None = None,
+                exclude: tuple[tuple[int, int], ...] = ()) -> Splits:
+    """Cut a token stream into disjoint calibration, selection and evaluation windows (module docstring).
+
+    ``exclude``: (start, end) token spans of this stream the evaluation split must not touch.
+    """
+    sizes = (cfg.calib_samples, cfg.eval_samples, cfg.test_samples)  # each checked >= 0 by DataConfig
+    if sum(sizes) == 0:
+        raise MinitronError("--samples, --eval-samples and the evaluation windows are all 0: ask for at least one window")
     n_windows = len(stream) // cfg.seq_len
-    needed = cfg.calib_samples + cfg.eval_samples
+    needed = sum(sizes)
     if n_windows < needed:
         raise MinitronError(
             f"the text gives {n_windows} windows of {cfg.seq_len} tokens ({len(stream)} tokens) but "
             f"{needed} samples were requested ({cfg.calib_samples} calibration + {cfg.eval_samples} "
-            "evaluation); pass more text, fewer samples or a shorter --seq-len"
+            f"selection + {cfg.test_samples} evaluation); pass more text, fewer samples or a shorter --seq-len"
         )
     windows = stream[: n_windows * cfg.seq_len].view(n_windows, cfg.seq_len)
     order = torch.randperm(n_windows, generator=torch.Generator().manual_seed(cfg.seed))
     eval_idx = order[: cfg.eval_samples]
-    calib_idx = order[cfg.eval_samples: needed]
-    calib, evals = windows[calib_idx].clone(), windows[eval_idx].clone()
+    calib_idx = order[cfg.eval_samples: cfg.eval_samples + cfg.calib_samples]
+    test_idx = _test_windows(order, cfg.eval_samples + cfg.calib_samples, cfg, exclude)
+    calib, evals, test = windows[calib_idx].clone(), windows[eval_idx].clone(), windows[test_idx].clone()
     meta = {
         "protocol": "join docs with blank line; tokenize without special tokens; non-overlapping "
-        "seq_len windows; seeded permutation; first eval_samples -> eval, next calib_samples -> calib",
+        "seq_len windows; seeded permutation; first eval_samples -> selection (eval), next calib_samples -> "
+        "calibration (calib), last test_samples (read from the end) -> evaluation (test)",
         "config": asdict(cfg),
         "stream_tokens": len(stream),
         "windows": n_windows,
-        "stream_sha256": hashlib.sha256(stream.numpy().tobytes()).hexdigest()[:16],
-        "calib_sha256": hashlib.sha256(calib.numpy().tobytes()).hexdigest()[:16],
-        "eval_sha256": hashlib.sha256(evals.numpy().tobytes()).hexdigest()[:16],
+        "stream_sha256": stream_sha256(stream),
+        "calib_sha256": stream_sha256(calib),
+        "eval_sha256": stream_sha256(evals),
+        "test_sha256": stream_sha256(test),
         "calib_windows": calib_idx.tolist(),
         "eval_windows": eval_idx.tolist(),
+        "test_windows": test_idx.tolist(),
+        "roles": dict(ROLES),
+        "excluded_spans": len(exclude),
     } | (source_meta or {})
-    return Splits(calib=calib, eval=evals, meta=meta)
+    return Splits(calib=calib, eval=evals, meta=meta, test=test)
+
+
+def window_spans(meta: dict, split: str) -> list[tuple[int, int]]:
+    """Token spans [start, end) of one split (``calib``, ``eval``, ``test``) of a splits ``meta``."""
+    T = meta["config"]["seq_len"]
+    return [(w * T, (w + 1) * T) for w in meta.get(f"{split}_windows", [])]
+
+
+def split_record(meta: dict, roles: dict[str, str] | tuple[str, ...] = ("calib", "eval", "test")) -> dict:
+    """The splits of a result, compact: the stream they cut, and per role its window indices and hash.
+
+    ``roles``: which splits, named by their job (``ROLES``), or a split -> name mapping when a
+    pipeline gives a split another job (``distill`` trains on the calibration split).
+    """
+    cfg = meta["config"]
+    names = roles if isinstance(roles, dict) else {split: ROLES[split] for split in roles}
+    out = {"source": meta.get("source"), "stream_sha256": meta["stream_sha256"], "seq_len": cfg["seq_len"],
+           "seed": cfg["seed"]}
+    for split, name in names.items():
+        windows = meta.get(f"{split}_windows", [])
+        out[name] = {"n": len(windows), "windows": windows, "sha256": meta.get(f"{split}_sha256")}
+    return out
+
+
+def record_spans(record: dict, role: str) -> list[tuple[int, int]]:
+    """Token spans of one role (``calibration``, ``selection``, ``evaluation``, ...) of a ``split_record``."""
+    T = record["seq_len"]
+    return [(w * T, (w + 1) * T) for w in (record.get(role) or {}).get("windows", [])]
+
+
+def check_disjoint(parts: dict[str, list[tuple[int, int]]]) -> None:
+    """Raise unless spans under different names never share a token (one token stream assumed).
+
+    One sweep in start order: a span that begins before the furthest end seen so far overlaps the
+    span holding that end; spans under one name (a split's windows) never overlap each other.
+    """
+    spans = sorted((start, end, name) for name, items in parts.items() for start, end in items)
+    reach, holder = -1, None
+    for start, end, name in spans:
+        if holder is not None and start < reach[1] and name != holder:
+            raise MinitronError(f"the {holder} and {name} windows overlap (tokens {reach[0]}..{reach[1]} and "
+                                f"{start}..{end}): a number measured on them would not be held out")
+        if holder is None or end > reach[1]:
+            reach, holder = (start, end), name
+
+
+def shared_tokens(a: list[int], a_len: int, b: list[int], b_len: int) -> bool:
+    """Whether windows ``a`` (of a_len tokens) and ``b`` (of b_len) of one stream cover a common token.
+
+    Window i of length T covers stream tokens [i*T, (i+1)*T); used to keep selection and evaluation apart.
+    """
+    starts = sorted(i * a_len for i in a)  # the a windows are disjoint spans [start, start + a_len)
+    for j in b:
+        lo, hi = j * b_len, (j + 1) * b_len
+        k = bisect.bisect_right(starts, hi - 1) - 1  # the last a window starting before hi
+        if k >= 0 and starts[k] + a_len > lo:  # it is the only one that can reach past lo
+            return True
+    return False
 
 
 def check_context(seq_len: int, max_positions: int | None) -> None:
@@ -194,11 +312,12 @@ def read_stream(tokenizer, cfg: DataConfig) -> tuple[torch.Tensor, dict]:
     return tokenize(text, tokenizer), meta
 
 
-def build_splits(tokenizer, cfg: DataConfig, max_positions: int | None = None) -> Splits:
+def build_splits(tokenizer, cfg: DataConfig, max_positions: int | None = None,
+                 exclude: tuple[tuple[int, int], ...] = ()) -> Splits:
     """Read, tokenize and split a source for a model; checks the model's context length."""
     check_context(cfg.seq_len, max_positions)
     stream, meta = read_stream(tokenizer, cfg)
-    return make_splits(stream, cfg, meta)
+    return make_splits(stream, cfg, meta, exclude)
 
 
 def random_splits(vocab: int, cfg: DataConfig, max_positions: int | None = None) -> Splits:
@@ -207,6 +326,6 @@ def random_splits(vocab: int, cfg: DataConfig, max_positions: int | None = None)
     The numbers measured on them say nothing about a model; the timings and memory are real.
     """
     check_context(cfg.seq_len, max_positions)
-    n = (cfg.calib_samples + cfg.eval_samples) * max(cfg.seq_len, 1)
+    n = (cfg.calib_samples + cfg.eval_samples + cfg.test_samples) * max(cfg.seq_len, 1)
     stream = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(cfg.seed))
     return make_splits(stream, cfg, {"source": RANDOM_SOURCE, "chars": 0, "text_sha256": None, "vocab": vocab})

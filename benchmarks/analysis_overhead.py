@@ -71,10 +71,10 @@ def timed(fn) -> float:
 def _phases(ad, ids, sids) -> dict:
     """name -> callable running that phase once (the memory probes run one of them)."""
     L, collector = ad.num_layers, Collector(ad)
-    collector.seq_len = ids.shape[1]
 
     def analysis():
         with collector.collecting():
+            collector.begin(*ids.shape)
             ad.backbone(input_ids=ids, use_cache=False)
             collector.fold()
 

@@ -11,8 +11,10 @@ from pathlib import Path
 from analysis.core.errors import MinitronError
 from analysis.core.io import read_json
 from analysis.importance.results import RunResult, latest_run, load_run
+from analysis.models.loading import directory_fingerprint
 from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
 from cards.facts import PublishedFacts, facts_for
+from cards.measured import Measured, measured_for
 
 PRUNE_RECIPE = "prune_recipe.json"
 DISTILL_RECORD = "distill.json"
@@ -67,6 +69,7 @@ class RunSummary:
     architecture: dict = field(default_factory=dict)  # shape of the analysed model
     figures: list[Figure] = field(default_factory=list)
     weights_note: str = ""  # how the analysed weights were stored (a quantized GGUF), when not plain floats
+    stability: dict | None = None  # ranking stability (analyze --bootstrap), condensed for one line
 
 
 @dataclass
@@ -83,6 +86,7 @@ class PruneInfo:
     ppl_after: float | None = None
     ppl_data: dict | None = None  # which windows the perplexities were measured on
     teacher_weights: dict | None = None  # the teacher's source format (a quantized GGUF), if recorded
+    head_merge: dict | None = None  # analysis.pruning.merge.describe(): enabled, applied, pairs or reason
 
 
 @dataclass
@@ -125,6 +129,7 @@ class CardData:
     training_tokens: str = ""
     paper: str = ""
     evals: list[EvalResult] = field(default_factory=list)
+    measured: list[Measured] = field(default_factory=list)  # evaluate runs of this model (and its teacher's)
     facts: PublishedFacts | None = None
     analysis: RunSummary | None = None
     prune: PruneInfo | None = None
@@ -164,6 +169,26 @@ class CardData:
         ran = self.analysis.architecture
         return [f"{k} {ran[k]} (card: {getattr(self.arch, k)})" for k in ("layers", "hidden", "heads", "kv_heads", "mlp")
                 if k in ran and ran[k] != getattr(self.arch, k)]
+
+    @property
+    def shot_differences(self) -> list[Row]:
+        """Benchmarks whose shots the published card states differently from the paper (label: task)."""
+        stated = self.facts.card_shots if self.facts else {}
+        def called(shots: int) -> str:
+            return '"zero-shot"' if shots == 0 else f"{shots}-shot"
+
+        return [Row(e.task, f"{e.shots}-shot {e.metric} in {e.source}; {called(stated[e.benchmark])} in the published card")
+                for e in self.evals if e.benchmark in stated and stated[e.benchmark] != e.shots]
+
+    @property
+    def head_difference(self) -> dict | None:
+        """The published card's head count when it disagrees with the architecture, and what it would imply."""
+        heads = self.facts.card_heads if self.facts else None
+        if heads is None or heads == self.arch.heads:
+            return None
+        implied = self.arch.replace(heads=heads).params()["total"]
+        return {"card": heads, "ours": self.arch.heads, "implied_params": f"{implied / 1e9:.3f}B",
+                "params": f"{self.params['total'] / 1e9:.3f}B"}
 
     @property
     def shrink(self) -> list[Row]:
@@ -233,7 +258,24 @@ def summarize_run(run: RunResult) -> RunSummary:
         spearman=m.get("rank_agreement", {}).get("spearman_bi_vs_drop_loss"),
         versions=m.get("versions", {}), total_s=m.get("timings", {}).get("total_s"),
         architecture=m.get("architecture", {}), weights_note=quantization_note(m["model"].get("source_format")),
+        stability=stability_summary(m.get("bootstrap")),
     )
+
+
+def stability_summary(b: dict | None) -> dict | None:
+    """The bootstrap section as the card's one line: per target, each axis's Jaccard mean and interval."""
+    if not b:
+        return None
+    targets = {}
+    for axis, a in b["axes"].items():
+        for target, k in a["kept"].items():
+            if k["jaccard"] is not None:
+                targets.setdefault(target, []).append({"axis": axis, "keep": k["keep"], "of": k["of"]} | k["jaccard"])
+    settled = [f"{axis} at {t} from {n}" for axis, per in b["stable_at"].items() for t, n in per.items() if n]
+    unsettled = [f"{axis} at {t}" for axis, per in b["stable_at"].items() for t, n in per.items() if not n]
+    targets = dict(sorted(targets.items(), key=lambda kv: -float(kv[0].rstrip("B"))))  # 8B before 4B
+    return {"iters": b["iters"], "samples": b["samples"], "threshold": b["threshold"], "targets": targets,
+            "settled": settled, "unsettled": unsettled}
 
 
 def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | None = None) -> CardData:
@@ -247,6 +289,7 @@ def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | 
         license=spec.license, license_link=spec.license_link, teacher=teacher,
         teacher_name=teacher.display_name if teacher else "", training_tokens=spec.training_tokens,
         paper=spec.paper, evals=list(spec.evals), facts=facts_for(spec.name),
+        measured=measured_for(runs_root, spec.name, None, list(spec.evals), teacher.name if teacher else None),
         analysis=summarize_run(run) if run else None,
         tags=list(FAMILY_TAGS if family else ("minitron-lab", "pytorch")),
         instruct=spec.instruct, from_instruct=bool(teacher and teacher.instruct),
@@ -330,11 +373,13 @@ def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final:
     licence = teacher.license if teacher else ""
     weights = (recipe.teacher_weights if recipe else None) or _distill_teacher_weights(model_dir)
     return CardData(
-        name=home.name, display_name=home.name, arch=arch, role="pruned" if recipe else "model",
+        name=_directory_name(home), display_name=_directory_name(home), arch=arch, role="pruned" if recipe else "model",
         usage_path=str(home), license=licence, license_link=teacher.license_link if teacher else "",
         teacher=teacher, teacher_name=(teacher.display_name if teacher else teacher_name),
         description=_directory_description(recipe, trained, arch), prune=recipe, distill=trained,
         analysis=summarize_run(run) if run else None,
+        measured=measured_for(runs_root, None, directory_fingerprint(model_dir), [],
+                              teacher.name if teacher else (teacher_name or None)),
         tags=["minitron-lab", "pruned" if recipe else "local", *(["distilled"] if trained else []), "pytorch"],
         source_dir=home, from_instruct=bool(teacher and teacher.instruct),
         weights_note=quantization_note(weights, "the teacher's"),
@@ -346,6 +391,11 @@ def _distill_teacher_weights(model_dir: Path) -> dict | None:
     if not path.exists():
         return None
     return (read_json(path, "distillation record").get("teacher") or {}).get("source_format")
+
+
+def _directory_name(home: Path) -> str:
+    """The directory's name; ``distill`` writes every model to ``<run>/model``, so that one is named by its run."""
+    return f"{home.parent.name}-{home.name}" if home.name == "model" and home.parent.name else home.name
 
 
 def _directory_description(recipe: PruneInfo | None, trained: DistillInfo | None, arch: Architecture) -> str:

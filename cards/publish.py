@@ -36,6 +36,8 @@ CAPTIONS = {
                           "this width.",
     "aggregation": "How the nine batch/sequence aggregations rank embedding channels and how much their "
                    "kept sets overlap.",
+    "ranking_stability": "How much the kept channels, neurons and heads move when the calibration windows are "
+                         "resampled, and how the overlap with the full-sample kept set grows with the sample count.",
 }
 
 

@@ -24,8 +24,8 @@ from cards.sandbox import Sandbox, TemplateLimitError, render_limited
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAIN = "modelcard.md.j2"
-SECTIONS = ("overview", "license", "architecture", "usage", "training", "evaluation", "inference", "limitations",
-            "ethics", "analysis")
+SECTIONS = ("overview", "license", "architecture", "usage", "training", "evaluation", "measured", "inference",
+            "limitations", "ethics", "analysis")
 HF_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "llama3", "llama3.1", "gemma", "openrail"}
 LICENSE_TITLES = {"nvidia-open-model-license": "NVIDIA Open Model License Agreement (June 2024)"}
 
@@ -42,10 +42,24 @@ def eval_results(card: CardData) -> list:
     from huggingface_hub import EvalResult
 
     return [EvalResult(task_type="text-generation", task_name="Text Generation", dataset_type=e.dataset_id or e.task,
-                       dataset_name=e.task, dataset_args={"num_few_shot": e.shots}, metric_type=e.metric,
+                       dataset_name=e.task, dataset_config=e.dataset_config or None,
+                       dataset_args={"num_few_shot": e.shots}, metric_type=e.metric,
                        metric_value=e.value, metric_name=f"{e.task} {e.metric} ({e.shots}-shot)",
                        source_name=e.source, source_url=F.source_url(e.source))
-            for e in card.evals]
+            for e in card.evals] + measured_results(card)
+
+
+def measured_results(card: CardData) -> list:
+    """model-index entries for Minitron Lab's own measurements, their source naming who measured, how and when."""
+    from huggingface_hub import EvalResult
+
+    return [EvalResult(task_type="text-generation", task_name="Text Generation", dataset_type=m.lm_eval_task,
+                       dataset_name=m.task, dataset_args={"num_few_shot": m.shots}, metric_type=m.metric,
+                       metric_value=round(m.value, 4), metric_name=f"{m.task} {m.metric} ({m.shots}-shot, measured)",
+                       source_name=f"measured by Minitron Lab with {m.harness} on {m.created[:10]} ({m.settings}, "
+                                   f"{m.n} documents)",
+                       source_url=F.HARNESS_URL)
+            for m in card.measured]
 
 
 def front_matter(card: CardData) -> str:
@@ -58,7 +72,7 @@ def front_matter(card: CardData) -> str:
         license_name=None if hf_licence or not card.license else card.license,
         license_link=None if hf_licence else (card.license_link or None),
         library_name="transformers", pipeline_tag="text-generation", tags=card.tags or None,
-        base_model=card.base_model, model_name=card.display_name if card.evals else None,
+        base_model=card.base_model, model_name=card.display_name if card.evals or card.measured else None,
         eval_results=eval_results(card) or None,
     )
     text = data.to_yaml() + "\n"

@@ -1,116 +1,165 @@
-"""Figures of the experiments in ``analysis.experiments.studies``: their result dicts in, matplotlib figures out."""
+"""Figures of the experiments: their result documents (``notebooks/results/*.json``) in, matplotlib figures out.
+
+Intervals come from ``analysis.experiments.summary`` (95% t over seeds); the paper's numbers are drawn
+apart from ours and labelled with their table.
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analysis.models.paper import PRUNING_METHODS
+from analysis.experiments.stats import fmt, interval
+from analysis.experiments.summary import summarize
+from analysis.models.paper import AGGREGATION_TABLE, AXES_LOSS, AXES_TABLE, PRUNING_METHODS
 from analysis.models.registry import PAPER
 from figures import style
 
-_AGG_NAMES = {"mean": "mean |x|", "l2": "L2", "var": "variance"}
+
+def _err(ivs) -> tuple[np.ndarray, np.ndarray]:
+    """Means and asymmetric error bars (2, n) of intervals (zero bars for single seeds)."""
+    means = np.array([iv.mean for iv in ivs])
+    lo = np.array([iv.mean - iv.lo if iv.lo is not None else 0.0 for iv in ivs])
+    hi = np.array([iv.hi - iv.mean if iv.hi is not None else 0.0 for iv in ivs])
+    return means, np.vstack([lo, hi])
 
 
-def _grid(rows: list[dict], key: str) -> np.ndarray:
-    """3 x 3 array of ``key`` (batch aggregation down, sequence aggregation across)."""
-    order = list(_AGG_NAMES)
-    grid = np.full((3, 3), np.nan)
-    for r in rows:
-        grid[order.index(r["batch"]), order.index(r["seq"])] = r[key]
-    return grid
-
-
-def _heatmap(ax, grid: np.ndarray, title: str) -> None:
-    im = ax.imshow(grid, cmap=style.SEQUENTIAL)
-    best = np.unravel_index(np.nanargmin(grid), grid.shape)
-    for (i, j), v in np.ndenumerate(grid):
-        weight = "bold" if (i, j) == best else "normal"
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=10, weight=weight,
-                color="white" if v > np.nanmean(grid) else "black")
-    labels = list(_AGG_NAMES.values())
-    ax.set_xticks(range(3), labels)
-    ax.set_yticks(range(3), labels)
-    ax.set_xlabel("sequence aggregation (first)")
-    ax.set_ylabel("batch aggregation (then)")
-    ax.set_title(title, fontsize=11)
-    ax.grid(False)
-    ax.figure.colorbar(im, ax=ax, shrink=0.8, label="zero-shot LM loss")
+def _seeds_note(doc: dict) -> str:
+    small = " · CI scale: numbers mean nothing" if doc["scale"]["name"] == "small" else ""
+    return f"mean and 95% t-interval over {len(doc['seeds'])} seeds{small}"
 
 
 @style.house
-def aggregation_study(result: dict, axes=None) -> plt.Figure:
-    """Zero-shot loss per batch x sequence aggregation: ours beside the paper's (Table 11); best in bold."""
+def aggregation_study(doc: dict, axes=None) -> plt.Figure:
+    """Zero-shot loss per aggregation and target (mean, 95% interval over seeds) beside the paper's (Table 11).
+
+    Rows follow the paper's order (its best at the top); hollow markers: collapsed (loss ≥ ln |V| on a seed).
+    """
+    s = summarize(doc)
+    names = list(s["targets"])
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", width_ratios=(3, 1.2), sharey=True)
     fig = axes[0].figure
-    t = result["target"]
-    _heatmap(axes[0], _grid(result["rows"], "loss"),
-             f"this run: pruned to hidden {t['hidden']}, MLP {t['ffn']}, heads {t['heads']}\n"
-             f"(unpruned loss {result['teacher_loss']:.2f})")
-    _heatmap(axes[1], _grid(result["rows"], "paper_loss_8t"), f"{PAPER} Table 11: Nemotron-4 15B -> 8B shape\n(8T blend)")
-    fig.suptitle(f"Aggregation of importance scores: Spearman rho vs paper {result['spearman_vs_paper']:+.2f}")
+    rows = s["targets"][names[0]]["rows"]  # paper order
+    y = np.arange(len(rows))
+    for k, name in enumerate(names):
+        by_agg = {r["aggregation"]: r for r in s["targets"][name]["rows"]}
+        cells = [by_agg[r["aggregation"]] for r in rows]
+        means, err = _err([c["interval"] for c in cells])
+        off = (k - (len(names) - 1) / 2) * 0.22
+        rho = s["targets"][name]["spearman"]
+        label = f"{name}: ρ vs paper {fmt(rho, 2, sign=True) if rho else 'n/a'}"
+        axes[0].errorbar(means, y + off, xerr=err, fmt="none", ecolor=style.color(k), capsize=2, lw=1.2)
+        for c, m, yy in zip(cells, means, y + off):
+            axes[0].plot(m, yy, "o", ms=6, color=style.color(k), mfc="white" if c["collapsed"] else style.color(k))
+        axes[0].plot([], [], "o", color=style.color(k), label=label)
+    axes[0].plot([], [], "o", color="0.4", mfc="white", label="hollow: collapsed (≥ ln |V| on a seed)")
+    axes[0].axvline(doc["collapse_threshold"], color="0.3", ls=":", lw=1, label="ln |V| (uniform guess)")
+    axes[0].axvline(s["teacher_loss"].mean, color="0.3", ls="--", lw=1, label=f"unpruned {s['teacher_loss'].mean:.2f}")
+    axes[0].set_yticks(y, [r["aggregation"] for r in rows])
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("zero-shot held-out loss (nats/token)")
+    axes[0].set_ylabel("aggregation (batch_seq)")
+    axes[0].set_title("this toolkit, embedded default", fontsize=11)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2, fontsize=8)
+    axes[1].barh(y, [r["paper_loss"] for r in rows], color=style.color(len(names)), height=0.5)
+    for yy, r in zip(y, rows):
+        axes[1].text(r["paper_loss"] + 0.05, yy, f"{r['paper_loss']:.2f}", va="center", fontsize=8)
+    axes[1].set_xlim(0, max(r["paper_loss"] for r in rows) * 1.2)
+    axes[1].set_xlabel("loss")
+    axes[1].set_title(f"paper, {AGGREGATION_TABLE}\n(15B → Nemotron-3 8B shape)", fontsize=10)
+    fig.suptitle(f"Aggregation of importance scores ({_seeds_note(doc)})")
+    return fig
+
+
+def _wrap(name: str) -> str:
+    """Narrow tick labels: 'width (mlp+heads)' -> 'width\n(mlp+\nheads)'."""
+    return name.replace(" (", "\n(").replace("+", "+\n")
+
+
+@style.house
+def pruning_axes(doc: dict, axes=None) -> plt.Figure:
+    """Loss per pruning variant at the paper's shapes (zero-shot, after distillation) beside the paper's Table 1,
+    and zero-shot at a matched share of parameters. Error bars: 95% t-interval over seeds."""
+    s = summarize(doc)
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5), layout="constrained", width_ratios=(5, 2.4, 7))
+    fig = axes[0].figure
+    steps = doc["settings"]["steps"]
+    paper = s["paper"]
+    x = np.arange(len(paper))
+    for k, (key, label) in enumerate((("zero_shot_loss", "zero-shot"), ("distilled_loss", f"after {steps} steps"))):
+        means, err = _err([r[key]["interval"] for r in paper])
+        axes[0].bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=err, capsize=3, color=style.color(k), label=label)
+    axes[0].set_xticks(x, [_wrap(r["variant"]) for r in paper], fontsize=8)
+    axes[0].set_title("this toolkit: the paper's shapes (~50% removed)", fontsize=11)
+    axes[1].plot([AXES_LOSS[r["variant"]] for r in paper], x, "D", color=style.color(2))  # dots: the axis is cut
+    for yy, r in zip(x, paper):
+        axes[1].text(AXES_LOSS[r["variant"]] + 0.015, yy, f"{AXES_LOSS[r['variant']]:.3f}", va="center", fontsize=8)
+    axes[1].set_yticks(x, [r["variant"] for r in paper], fontsize=8)
+    axes[1].invert_yaxis()
+    axes[1].set_xlim(1.9, 2.25)
+    axes[1].set_xlabel("LM loss after ~1.8B tokens")
+    axes[1].set_title(f"paper, {AXES_TABLE}\n(15B → ~8B)", fontsize=10)
+    matched = s["matched"]
+    means, err = _err([r["zero_shot_loss"]["interval"] for r in matched])
+    xm = np.arange(len(matched))
+    axes[2].bar(xm, means, 0.6, yerr=err, capsize=3, color=style.color(0), label="zero-shot")
+    axes[2].set_xticks(xm, [_wrap(r["variant"]) for r in matched], fontsize=8)
+    axes[2].set_title(f"this toolkit: a matched share ({doc['settings']['fraction']:.0%} removed), zero-shot",
+                      fontsize=11)
+    for ax in (axes[0], axes[2]):
+        ax.axhline(s["teacher_loss"].mean, color="0.25", lw=1, ls="--", label="unpruned")
+        ax.axhline(doc["collapse_threshold"], color="0.4", lw=1, ls=":", label="ln |V| (uniform guess)")
+        ax.set_ylabel("held-out loss (nats/token)")
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.suptitle(f"Pruning axes ({_seeds_note(doc)})")
     return fig
 
 
 @style.house
-def pruning_axes(result: dict, ax=None):
-    """Zero-shot and after-distillation loss per pruning axis, parameter counts under each bar."""
-    fig, ax = style.new_axes(ax, figsize=(12, 5))
-    rows = result["rows"]
-    x = np.arange(len(rows))
-    trained = all("distilled_loss" in r for r in rows)
-    series = {"zero-shot": [r["zero_shot_loss"] for r in rows]}
-    if trained:
-        steps = (result.get("train") or {}).get("steps", "?")
-        series[f"after {steps} distillation steps"] = [r["distilled_loss"] for r in rows]
-    width = 0.8 / len(series)
-    for i, (label, vals) in enumerate(series.items()):
-        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=label, color=style.color(i))
-        ax.bar_label(bars, fmt="%.2f", fontsize=7.5, padding=1)
-    ax.axhline(result["teacher_loss"], color="0.25", lw=1, ls="--", label=f"unpruned: {result['teacher_loss']:.2f}")
-    names = [r["variant"].replace(" (", "\n(").replace("+", "+\n") for r in rows]  # narrow labels
-    ax.set_xticks(x, [f"{n}\n{r['params'] / 1e6:.1f}M" for n, r in zip(names, rows)], fontsize=8)
-    ax.set_ylabel("held-out LM loss (nats/token)")
-    ax.set_title(f"Pruning axes at matched size (~{result['fraction']:.0%} of "
-                 f"{result['teacher_params'] / 1e6:.0f}M parameters removed)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
-
-
-@style.house
-def distill_vs_finetune(result: dict, axes=None) -> plt.Figure:
-    """Held-out loss and KL to the teacher over training, distillation vs plain fine-tuning."""
+def distill_vs_finetune(doc: dict, axes=None) -> plt.Figure:
+    """Held-out loss and KL to the teacher over training, distillation vs fine-tuning, mean and band over seeds."""
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     fig = axes[0].figure
-    for i, (mode, evals) in enumerate(result["curves"].items()):
-        steps = [e["step"] for e in evals]
-        axes[0].plot(steps, [e["loss"] for e in evals], marker="o", color=style.color(i), label=mode)
-        axes[1].plot(steps, [e["kl"] for e in evals], marker="o", color=style.color(i), label=mode)
-    axes[0].axhline(result["teacher_loss"], color="0.25", lw=1, ls="--", label="teacher")
+    seeds = doc["per_seed"]
+    for i, mode in enumerate(("distill", "finetune")):
+        steps = [e["step"] for e in seeds[0]["curves"][mode]]
+        for ax, key in zip(axes, ("loss", "kl")):
+            ivs = [interval([s["curves"][mode][j][key] for s in seeds]) for j in range(len(steps))]
+            means = [iv.mean for iv in ivs]
+            ax.plot(steps, means, marker="o", color=style.color(i), label=mode)
+            if ivs[0].lo is not None:
+                ax.fill_between(steps, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=style.color(i), alpha=0.2)
+    teacher = summarize(doc)["teacher_loss"].mean
+    axes[0].axhline(teacher, color="0.25", lw=1, ls="--", label="teacher")
     axes[0].set_ylabel("held-out LM loss (nats/token)")
     axes[1].set_ylabel("KL(teacher || student) (nats/token)")
     for ax in axes:
         ax.set_xlabel("optimizer step")
         ax.legend()
-    fig.suptitle(f"Healing a pruned student ({result['params'] / 1e6:.1f}M): distillation vs fine-tuning")
+    fig.suptitle(f"Healing a pruned student ({doc['settings']['params'] / 1e6:.1f}M): distillation vs fine-tuning\n"
+                 f"{_seeds_note(doc)}", fontsize=11)
     return fig
 
 
 @style.house
-def layer_drop_curves(result: dict, ax=None):
+def layer_drop_curves(doc: dict, ax=None):
     """Loss increase when n contiguous layers are dropped, by first dropped layer (arXiv:2408.11796 Fig. 8)."""
+    s = summarize(doc)
     fig, ax = style.new_axes(ax)
-    key = "delta" if result["baseline"] is not None else "loss"
-    for i, n in enumerate(result["sizes"]):
-        pts = [r for r in result["rows"] if r["n"] == n]
-        ax.plot([r["start"] for r in pts], [r[key] for r in pts], marker="o", ms=3.5, color=style.color(i),
+    for i, (n, b) in enumerate(s["blocks"].items()):
+        starts = np.arange(len(b["mean_curve"]))
+        ax.plot(starts, b["mean_curve"], marker="o", ms=3.5, color=style.color(i),
                 label=f"{n} layer{'s' if n > 1 else ''}")
+        if b["curve"][0].lo is not None:
+            ax.fill_between(starts, [iv.lo for iv in b["curve"]], [iv.hi for iv in b["curve"]], color=style.color(i),
+                            alpha=0.18, lw=0)
     ax.set_yscale("symlog", linthresh=0.1)  # one-layer drops are ~0.1 nats, 16-layer drops several nats
     ax.set_xlabel("first dropped layer (index)")
-    ax.set_ylabel("loss increase over the full model" if key == "delta" else "held-out loss")
-    ax.set_title(f"Dropping contiguous layers: {result['model']}")
+    ax.set_ylabel("loss increase over the full model (nats)")
+    ax.set_title(f"Dropping contiguous layers: {doc['model']['name']}\n{_seeds_note(doc)}", fontsize=11)
     ax.legend(title="block size", loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
@@ -129,4 +178,26 @@ def pruning_methods(ax=None):
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Pruned 8B-class models by method ({PAPER})")
     ax.legend()
+    return fig
+
+
+@style.house
+def head_merge(doc: dict, ax=None):
+    """Merged minus not-merged held-out loss per heads target and phase; error bars: 95% t-interval over seeds."""
+    s = summarize(doc)
+    rows = [r for r in s["rows"] if r["diff"]["diff"] is not None]
+    fig, ax = style.new_axes(ax, figsize=(8.5, 1.4 + 0.55 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        d = r["diff"]["diff"]
+        lo, hi = (d.lo, d.hi) if d.lo is not None else (d.mean, d.mean)
+        color = style.color(0 if hi < 0 else 3 if lo > 0 else 7)
+        ax.errorbar(d.mean, yi, xerr=[[d.mean - lo], [hi - d.mean]], fmt="o", color=color, capsize=4)
+        ax.annotate(fmt(d, 2, sign=True), (hi, yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="0.3", lw=1)
+    ax.set_yticks(y, [f"{s['teacher_heads']} -> {r['heads']} heads, {r['phase']}" for r in rows], fontsize=8.5)
+    ax.set_xlabel("held-out loss, merged - not merged (nats/token; < 0: merging helps)")
+    ax.set_title(f"Head residual merging (paper §2.3), paired per seed ({_seeds_note(doc)})")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right + 0.35 * (right - left))  # room for the labels
     return fig

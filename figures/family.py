@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from analysis.models.paper import BENCHMARK_ORDER, FIGURE1, PEERS, TABLE2, TOKENS_VS_MMLU
+from analysis.models.paper import BENCHMARK_ORDER, FIGURE1, PEERS, TABLE2, TABLE3, TOKENS_VS_MMLU
 from analysis.models.registry import BENCHMARKS, get
 from figures import style
 
@@ -44,14 +44,20 @@ def mmlu_vs_tokens(ax=None):
     return ax
 
 
+def benchmark_label(key: str) -> str:
+    """'HellaSwag\n10-shot acc_norm': the task with the shots and metric the paper reports."""
+    b = BENCHMARKS[key]
+    return f"{b['task']}\n{b['shots']}-shot {b['metric']}"
+
+
 def benchmark_table() -> tuple[list[str], list[str], np.ndarray]:
     """(models, benchmark labels, values [model x benchmark]) for the family (registry) and peers (paper)."""
-    labels = [BENCHMARKS[b]["task"] for b in BENCHMARK_ORDER]
+    labels = [benchmark_label(b) for b in BENCHMARK_ORDER]
     rows, models = [], []
     for alias in FAMILY:
         spec = get(alias)
-        by_task = {e.task: e.value for e in spec.evals}
-        rows.append([by_task.get(t, np.nan) for t in labels])
+        by_key = {e.benchmark: e.value for e in spec.evals}
+        rows.append([by_key.get(b, np.nan) for b in BENCHMARK_ORDER])
         models.append(spec.display_name)
     for name, values in PEERS.items():
         rows.append(list(values))
@@ -70,11 +76,12 @@ def benchmark_comparison(ax=None):
         hatch = "" if i < len(FAMILY) else "//"
         ax.bar(x + (i - (len(models) - 1) / 2) * width, values[i], width, label=model, color=style.color(i),
                hatch=hatch, edgecolor="white", lw=0.5)
-    ax.set_xticks(x, labels)
+    ax.set_xticks(x, labels, fontsize=8.5)
     ax.set_ylabel("score (%)")
-    ax.set_xlabel("benchmark (accuracy; XLSum: ROUGE-L; MBPP and HumanEval: pass@1)")
-    ax.set_title(f"Benchmarks: the Minitron family and peers (hatched)\nsources: Minitron model card, {TABLE2}")
-    ax.legend(ncols=len(models), loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.set_xlabel("benchmark, with the shots and metric the paper reports")
+    ax.set_title(f"Benchmarks: the Minitron family and peers (hatched)\nsources: {TABLE2} (15B, 8B, peers), "
+                 f"{TABLE3} (4B)")
+    ax.legend(ncols=len(models), loc="upper center", bbox_to_anchor=(0.5, -0.24))
     ax.set_ylim(0, 100)
     return ax
 

@@ -9,7 +9,7 @@ from matplotlib.patches import Rectangle
 
 from analysis.importance.metrics import spearman
 from analysis.importance.results import AGGREGATIONS
-from analysis.models.paper import width_targets
+from analysis.models.paper import MINITRON_TARGETS, width_targets
 from analysis.pruning.ranking import heads_kept, kept_overlap
 from figures import style
 
@@ -88,8 +88,8 @@ def _log_note(values) -> str:
 
 def _cut_lines(ax, axis: str, label: str, size: int | None = None):
     """Vertical lines at the kept fraction of the 8B and 4B targets (x in fraction, or in units if size)."""
-    for i, (name, fractions) in enumerate(width_targets().items()):
-        f = fractions[axis]
+    for i, name in enumerate(MINITRON_TARGETS):
+        f = width_targets()[name][axis]
         x = f * size if size else f
         what = f"{round(f * size)} of {size}" if size else f"{f:.0%}"
         ax.axvline(x, color=style.color(3 + i), ls="--", lw=1.5, label=f"{name} target {label} {what}")

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from analysis.core.errors import MinitronError
 from analysis.core.io import atomic_file, check_output, output_files
 from analysis.importance.results import METRICS, RunResult, load_run
-from figures import family, importance, layers, style
+from figures import family, importance, layers, stability, style
 
 FORMATS = ("png", "svg")
 DEFAULT_FAMILY_OUT = "figures/out"  # relative to the working directory; git-ignored in this repository
@@ -37,6 +37,11 @@ RUN_FIGURES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "aggregation": (("channels.l2_mean", "channels.mean_mean"), importance.aggregation_comparison),
 }
 
+# name -> (metrics.json section needed, function of the run): figures of optional analyses.
+RUN_METRIC_FIGURES: dict[str, tuple[str, Callable]] = {
+    "ranking_stability": ("bootstrap", stability.ranking_stability),
+}
+
 FAMILY_FIGURES: dict[str, Callable] = {
     "mmlu_vs_tokens": family.mmlu_vs_tokens,
     "benchmarks": family.benchmark_comparison,
@@ -54,11 +59,20 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str, formats=FORMATS) -> l
     return written
 
 
+def run_figure_names(run: RunResult) -> list[str]:
+    """Names of the figures ``run_figures`` draws for this run (its tensors and metrics sections)."""
+    return ([n for n, (needs, _) in RUN_FIGURES.items() if all(k in run.tensors for k in needs)]
+            + [n for n, (section, _) in RUN_METRIC_FIGURES.items() if section in run.metrics])
+
+
 def run_figures(run: RunResult) -> dict[str, plt.Figure]:
     """Every run figure whose tensors are present, by name (figures are left open; close them)."""
     out = {}
     for name, (needs, draw) in RUN_FIGURES.items():
         if all(k in run.tensors for k in needs):
+            out[name] = _figure(draw(run))
+    for name, (section, draw) in RUN_METRIC_FIGURES.items():
+        if section in run.metrics:
             out[name] = _figure(draw(run))
     return out
 
@@ -96,8 +110,7 @@ def draw_run(run_dir: str | Path, out_dir: str | Path | None = None, force: bool
     """Draw a run's figures into ``<run_dir>/figures/`` (recorded in the run's marker) or ``out_dir``."""
     run = load_run(run_dir)
     target, prefix = (Path(out_dir), "") if out_dir else (Path(run_dir), f"{RUN_SUBDIR}/")
-    names = [n for n, (needs, _) in RUN_FIGURES.items() if all(k in run.tensors for k in needs)]
-    check_output(target, force, _names(names, prefix))
+    check_output(target, force, _names(run_figure_names(run), prefix))
     with output_files(target, "figures") as stage:
         written = render_run(run, stage / prefix if prefix else stage)
     return [target / p.relative_to(stage) for p in written]
@@ -112,6 +125,24 @@ def draw_family(out_dir: str | Path, force: bool = False) -> list[Path]:
     return [target / p.relative_to(stage) for p in written]
 
 
+def draw_compare(run_dir: str | Path, force: bool = False) -> list[Path]:
+    """Draw a compare run's figures (CKA heatmap, KL by position, worst tokens) into ``<run_dir>/figures/``,
+    recorded in the run's marker."""
+    from analysis.evaluation.compare import load_compare
+    from figures.compare import compare_figures
+
+    target = Path(run_dir)
+    figures = compare_figures(load_compare(run_dir))
+    try:
+        check_output(target, force, _names(figures, f"{RUN_SUBDIR}/"))
+        with output_files(target, "compare") as stage:
+            written = [p for name, fig in figures.items() for p in save_figure(fig, stage / RUN_SUBDIR, name)]
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    return [target / p.relative_to(stage) for p in written]
+
+
 def run_figures_current(run_dir: str | Path) -> bool:
     """Whether ``<run_dir>/figures`` holds every figure of the run, drawn after its metrics were written."""
     run_dir = Path(run_dir)
@@ -120,6 +151,5 @@ def run_figures_current(run_dir: str | Path) -> bool:
         run = load_run(run_dir)
     except (OSError, MinitronError):
         return False
-    names = [n for n, (needs, _) in RUN_FIGURES.items() if all(k in run.tensors for k in needs)]
-    files = [run_dir / RUN_SUBDIR / f for f in _names(names)]
+    files = [run_dir / RUN_SUBDIR / f for f in _names(run_figure_names(run))]
     return bool(files) and all(f.is_file() and f.stat().st_mtime >= made for f in files)

@@ -3,9 +3,10 @@
     python notebooks/build.py                    # regenerate the .ipynb files from the cells below
     python notebooks/build.py --execute [--small] [--only 04]   # run them, figures to notebooks/out/
 
-Notebooks only import and call the library (``analysis.experiments.studies``, ``figures``); every number
-and figure they show is produced there. ``MINITRON_NOTEBOOK_SMALL=1`` switches to the CI sizes
-(``analysis.experiments.setup.SMALL``); ``MINITRON_NOTEBOOK_OUT`` moves the output folder.
+Notebooks only import and call the library (``analysis.experiments.runner``, the same functions as
+``python cli.py experiment NAME``, and ``figures``); every number and figure they show is produced there.
+``MINITRON_NOTEBOOK_SMALL=1`` switches to the CI sizes (``analysis.experiments.setup.SMALL``);
+``MINITRON_NOTEBOOK_OUT`` moves the output folder (results there, never in the committed notebooks/results/).
 """
 
 from __future__ import annotations
@@ -34,21 +35,23 @@ OUT = Path(os.environ.get("MINITRON_NOTEBOOK_OUT", "out"))  # figures/, results/
 FIGURES, RESULTS = OUT / "figures", OUT / "results"
 RESULTS.mkdir(parents=True, exist_ok=True)"""
 
-SETUP = """from analysis.experiments import studies as ex
-from analysis.experiments.setup import prepare, scale
+EXPERIMENT = """from IPython.display import Markdown, display
+
+from analysis.experiments.report import RENDERERS
+from analysis.experiments.runner import run_experiments
+from analysis.experiments.setup import scale
 from figures import experiments as fx
 
 sc = scale(SMALL)
-setup = prepare(sc, runs=OUT / "runs")
-model, run = setup.loaded.model, setup.run
-print(sc)
-print("held-out windows", tuple(setup.eval_ids.shape), "training windows", tuple(setup.train_ids.shape))"""
+[path] = run_experiments(["{name}"], sc, sc.seeds, runs=OUT / "runs", out=RESULTS)
+doc = json.loads(path.read_text())
+display(Markdown("\\n".join(RENDERERS["{name}"](doc))))"""
 
 RUN_ONLY = """from analysis.experiments.setup import analysis_run, scale
 
 sc = scale(SMALL)
-run = analysis_run(sc, runs=OUT / "runs")
-print(run.path, "eval loss", round(run.metrics["eval"]["loss"], 4))"""
+run = analysis_run(sc, runs=OUT / "runs", seed=0)  # the first seed's analysis (its selection windows)
+print(run.path, "selection-window loss", round(run.metrics["eval"]["loss"], 4))"""
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "01_family_overview": [
@@ -84,76 +87,55 @@ written = [p for name, fig in figs.items() for p in save_figure(fig, FIGURES, na
 print(*written, sep="\\n")"""),
     ],
     "03_layer_sensitivity": [
-        ("md", ("# Layer sensitivity\nDrop-one-layer loss vs Block Importance, and the contiguous layer-drop "
-               "curves of the follow-up paper (arXiv:2408.11796, Figure 8: first and last layers matter most).")),
+        ("md", ("# Layer sensitivity\nDrop-one-layer loss vs Block Importance for the first seed, and the contiguous "
+               "layer-drop curves of the follow-up paper (arXiv:2408.11796, Figure 8: first and last layers matter "
+               "most) over every seed, with 95% intervals.")),
         ("code", HEADER),
         ("code", RUN_ONLY),
-        ("code", """from analysis.experiments import studies as ex
-from figures import experiments as fx
-from figures import layers
+        ("code", EXPERIMENT.replace("{name}", "layer-drop")),
+        ("code", """from figures import layers
 
-curves = ex.layer_drop_curves(run)
-(RESULTS / "layer_drop_curves.json").write_text(json.dumps(curves, indent=1))
-print("Spearman BI vs drop loss:", run.metrics.get("rank_agreement"))
-for s in curves["summary"]:
-    print(f"n={s['n']:2}: cheapest block starts at {s['cheapest_start']} (+{s['cheapest_delta']:.3f} nats), "
-          f"costliest at {s['costliest_start']} (+{s['costliest_delta']:.3f}); first/last block +{s['first_delta']:.3f}"
-          f" / +{s['last_delta']:.3f}, middle median +{s['middle_median_delta']:.3f}")"""),
-        ("code", """figs = {"layer_sensitivity": layers.layer_sensitivity(run), "layer_drop_curves": fx.layer_drop_curves(curves)}
+figs = {"layer_sensitivity": layers.layer_sensitivity(run), "layer_drop_curves": fx.layer_drop_curves(doc)}
 written = [p for name, fig in figs.items() for p in save_figure(fig, FIGURES, name)]
 print(*written, sep="\\n")"""),
     ],
     "04_aggregation_study": [
-        ("md", ("# Aggregation study (paper Table 11)\nZero-shot loss after pruning the embedded default to "
-               "the width ratios of Minitron 8B (and 4B) over Nemotron-4 15B, with importance aggregated each "
-               "of the nine batch x sequence ways. The paper found batch=L2 / sequence=mean among the best.")),
+        ("md", ("# Aggregation study (paper Table 11)\nZero-shot loss after pruning the embedded default to the width "
+               "ratios of Minitron 8B, of the paper's study target (Nemotron-3 8B over Nemotron-4 15B: heads pruned "
+               "too) and of Minitron 4B, with importance aggregated each of the nine batch x sequence ways, over "
+               "seeds. The paper found batch=L2 / sequence=mean among the best.")),
         ("code", HEADER),
-        ("code", SETUP),
-        ("code", """from analysis.models.adapter import DecoderAdapter
-
-arch = DecoderAdapter(model).arch
-results = {name: ex.aggregation_study(model, run, ex.paper_target(arch, name), setup.eval_ids) for name in ("8B", "4B")}
-for name, res in results.items():
-    (RESULTS / f"aggregation_study_{name}.json").write_text(json.dumps(res, indent=1))
-    print(f"{name}-like target {res['target']}  unpruned loss {res['teacher_loss']:.3f}  "
-          f"Spearman vs paper {res['spearman_vs_paper']:+.2f}")
-    for r in res["rows"]:
-        print(f"  {r['aggregation']:10} loss {r['loss']:.3f} (rank {r['rank']})   paper {r['paper_loss_8t']:.2f} (rank {r['paper_rank']})")"""),
-        ("code", """written = [p for name, res in results.items()
-           for p in save_figure(fx.aggregation_study(res), FIGURES, f"aggregation_study_{name}")]
+        ("code", EXPERIMENT.replace("{name}", "aggregation")),
+        ("code", """written = save_figure(fx.aggregation_study(doc), FIGURES, "aggregation_study")
 print(*written, sep="\\n")"""),
     ],
     "05_width_vs_depth": [
-        ("md", ("# Width vs depth (paper Tables 1 and 13)\nEach variant removes about the same share of "
-               "parameters along different axes; every pruned student is then distilled from the unpruned "
-               "model for the same steps. The paper: depth pruning looks fine zero-shot, but width wins after "
-               "retraining.")),
+        ("md", ("# Width vs depth (paper Table 1)\nAt the paper's shapes (width to the study target, depth to half "
+               "the layers, combinations at the same size), every pruned student distilled from the unpruned model "
+               "for the same steps; and a zero-shot map of each axis at a matched share of parameters. The paper: "
+               "depth pruning looks fine zero-shot, but width wins after retraining.")),
         ("code", HEADER),
-        ("code", SETUP),
-        ("code", """res = ex.pruning_axes(model, run, setup.eval_ids, setup.train_ids, setup.cfg, fraction=sc.prune_fraction)
-(RESULTS / "pruning_axes.json").write_text(json.dumps(res, indent=1))
-print(f"unpruned loss {res['teacher_loss']:.3f}, {res['teacher_params'] / 1e6:.1f}M parameters")
-for r in res["rows"]:
-    print(f"{r['variant']:28} {r['params'] / 1e6:6.1f}M  zero-shot {r['zero_shot_loss']:.3f}  "
-          f"distilled {r['distilled_loss']:.3f}  KL {r['zero_shot_kl']:.3f} -> {r['distilled_kl']:.3f}")"""),
-        ("code", """written = save_figure(fx.pruning_axes(res), FIGURES, "pruning_axes")
+        ("code", EXPERIMENT.replace("{name}", "pruning-axes")),
+        ("code", """written = save_figure(fx.pruning_axes(doc), FIGURES, "pruning_axes")
 print(*written, sep="\\n")"""),
     ],
     "06_distill_vs_finetune": [
         ("md", ("# Distillation vs fine-tuning\nThe same pruned student (the Minitron 8B width ratios) trained for "
                "the same steps on the same windows, by logit distillation (forward KL to the teacher, the "
-               "paper's recipe) and by plain next-token fine-tuning. Held-out loss and KL to the teacher.")),
+               "paper's recipe) and by plain next-token fine-tuning, over seeds. Held-out loss and KL to the teacher.")),
         ("code", HEADER),
-        ("code", SETUP),
-        ("code", """from analysis.models.adapter import DecoderAdapter
-
-student = ex.prune_model(model, run, ex.paper_target(DecoderAdapter(model).arch, "8B"))
-res = ex.distill_vs_finetune(model, student, setup.train_ids, setup.eval_ids, setup.compare_cfg)
-(RESULTS / "distill_vs_finetune.json").write_text(json.dumps(res, indent=1))
-print(f"student {res['params'] / 1e6:.1f}M, teacher loss {res['teacher_loss']:.3f}, {setup.compare_cfg.steps} steps")
-for r in res["rows"]:
-    print(f"{r['mode']:9} loss {r['loss_before']:.3f} -> {r['loss_after']:.3f}   KL {r['kl_before']:.3f} -> {r['kl_after']:.3f}")"""),
-        ("code", """written = save_figure(fx.distill_vs_finetune(res), FIGURES, "distill_vs_finetune")
+        ("code", EXPERIMENT.replace("{name}", "distill-vs-finetune")),
+        ("code", """written = save_figure(fx.distill_vs_finetune(doc), FIGURES, "distill_vs_finetune")
+print(*written, sep="\\n")"""),
+    ],
+    "07_head_merging": [
+        ("md", ("# Head residual merging (paper §2.3)\nHeads-only pruning of the embedded default with and without "
+               "folding the pruned query heads into the kept ones (`analysis.pruning.merge`), scored on the same "
+               "held-out windows zero-shot and after distillation, over seeds: paired differences with 95% t-intervals. "
+               "A direction is claimed only where the interval excludes zero.")),
+        ("code", HEADER),
+        ("code", EXPERIMENT.replace("{name}", "head-merge")),
+        ("code", """written = save_figure(fx.head_merge(doc), FIGURES, "head_merging")
 print(*written, sep="\\n")"""),
     ],
 }

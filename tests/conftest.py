@@ -11,7 +11,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 import torch
 
-from tests.helpers import FAMILIES, save_tiny_dir, tiny_model
+from tests.helpers import FAMILIES, save_tiny_dir, tiny_model, train_bpe
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -38,6 +38,14 @@ def tiny_dirs(tmp_path_factory, smol) -> dict:
         d = tmp_path_factory.mktemp(f"tiny-{family}")
         out[family] = (d, save_tiny_dir(d, family, smol.tokenizer))
     return out
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory):
+    """(directory, model): a tiny llama with a BPE tokenizer trained on pydoc; needs no embedded default
+    (the GPU image cannot read its GGUF). Read-only."""
+    d = tmp_path_factory.mktemp("tiny-bpe")
+    return d, save_tiny_dir(d, "llama", train_bpe(1024))
 
 
 @pytest.fixture(params=FAMILIES)

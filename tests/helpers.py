@@ -56,6 +56,25 @@ def save_tiny_dir(path: Path, family: str, tokenizer, seed: int = 0, **arch_chan
     return model
 
 
+def train_bpe(vocab: int = 4096):
+    """A byte-level BPE tokenizer trained on Python's own documentation in about two seconds.
+
+    For machines without the embedded default (the GPU image has no ``gguf`` to read its GGUF).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from analysis.data import pydoc_documents
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(pydoc_documents(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
 def random_ids(vocab: int, n: int, t: int = 16, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
 
@@ -162,3 +181,32 @@ def tree(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` (relative name -> bytes): compare before and after to prove nothing changed."""
     path = Path(path)
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --- a second device on a CPU-only machine ----------------------------------------------------------
+class ElsewhereTensor(torch.Tensor):
+    """A CPU tensor that behaves as if it lived on another device (an accelerator on CI, which has none).
+
+    As with CUDA, an operation mixing it with a plain CPU tensor of one or more dimensions raises;
+    ``.cpu()`` and ``.to("cpu")`` return a plain tensor. Results of operations on it stay "elsewhere".
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        leaving = name == "cpu" or (name == "to" and any(str(a) == "cpu" for a in [*args[1:], kwargs.get("device")]))
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        here = [t for t in tensors if not isinstance(t, cls) and t.dim() > 0]
+        if not leaving and here and len(here) < len(tensors):
+            raise RuntimeError(f"{func.__name__}: expected all tensors to be on the same device, but found at "
+                               "least two devices, elsewhere and cpu")
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if leaving:  # on a CPU-backed stand-in, .cpu() returns the object itself: hand back a plain view
+            return out.as_subclass(torch.Tensor)
+        return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.as_subclass(cls), out)
+
+
+def elsewhere(t: torch.Tensor) -> torch.Tensor:
+    return t.as_subclass(ElsewhereTensor)

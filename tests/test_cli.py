@@ -2,7 +2,8 @@
 
 Every command has one smoke test in a fresh interpreter (``cli_subprocess``): analyze in
 test_end_to_end, prune and search in pruning/test_cli, card in cards/test_cards, distill in
-training/test_loop; models, figures and bench here. Error paths run in-process (``run_cli``).
+training/test_loop, experiment in experiments/test_runner; models, figures and bench here. Error
+paths run in-process (``run_cli``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from tests.helpers import cli_subprocess, run_cli
 
-COMMANDS = ("models", "analyze", "bench", "figures", "card", "distill", "prune", "search")
+COMMANDS = ("models", "analyze", "bench", "figures", "card", "distill", "prune", "search", "experiment")
 
 
 def test_help_lists_every_command():

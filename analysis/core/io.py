@@ -21,6 +21,7 @@ appears gets the permissions of an ordinary file or directory under the user's u
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -73,6 +74,19 @@ def write_json(path: str | Path, data, default=str) -> Path:
     except ValueError as exc:
         raise ValueError(f"{path}: refusing to write a non-finite number ({exc})") from None
     return write_text(path, text + "\n")
+
+
+def finite_or_none(obj):
+    """``obj`` with every NaN or infinite float (in nested dicts, lists, tuples) replaced by None: a number
+    that is undefined (a rank correlation of tied values, a standard error of one document) is written
+    as null, never as a bare NaN, which is not JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def _no_constants(name: str):
@@ -262,19 +276,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def output_dir(target: str | Path, command: str) -> Iterator[Path]:
+def output_dir(target: str | Path, command: str, keep_ours: bool = False) -> Iterator[Path]:
     """Yield a staging directory that becomes the output ``target`` atomically, with the marker.
 
     Files already in ``target`` that the toolkit did not make (not in its marker) are carried into the
-    new directory untouched; files it made before are replaced. Call ``check_output`` first.
+    new directory untouched; files it made before are replaced, or, with ``keep_ours`` (a directory
+    that collects results one command at a time), kept unless this call writes them again.
+    Call ``check_output`` first.
     """
     target = Path(target)
     with atomic_dir(target) as stage:
         yield stage
-        ours = _files_under(stage)
+        ours = set(_files_under(stage))
         _plain_modes(stage)  # ours only: the user's files are carried in below, modes untouched
         if target.is_dir():
-            _carry_foreign(target, stage, _marker_files(target) or set())
+            made = _marker_files(target) or set()
+            _carry_foreign(target, stage, set() if keep_ours else made)
+            if keep_ours:  # our earlier files that this call did not rewrite stay ours
+                ours |= {f for f in made if (stage / f).is_file()}
         _write_marker(stage, command, ours)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 from datetime import datetime, timezone
+from pathlib import Path
 
 
 def versions() -> dict[str, str]:
@@ -24,3 +27,26 @@ def versions() -> dict[str, str]:
 def now() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of the checkout holding ``path`` (default: this package), '+dirty' when files differ; None outside git."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine() -> dict:
+    """Where a timing was measured: CPU count, torch threads, processor."""
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(), "system": platform.system()}

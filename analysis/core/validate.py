@@ -86,6 +86,16 @@ WIDTH = Bound(1, 1 << 24)  # kept hidden channels, MLP neurons, heads, layers (<
 TOLERANCE = Bound(0, 1, integer=False, hi_open=True)  # relative distance to a parameter budget
 PARAMS = Bound(1, 1e15, integer=False)  # a parameter budget
 MATMUL = Bound(16, 1 << 16)  # n of the n^3 peak matmul
+BOOTSTRAP = Bound(0, 1_000_000)  # resamples for a stability estimate (0: off)
+INTERVAL_ITERS = Bound(1, 1_000_000)  # bootstrap replicates of an interval (one at least)
+TRAIN_STEPS = Bound(0, 10_000_000)  # training steps where 0 means "evaluate only" (search --retrain-steps 0)
+STRIDE = Bound(1, 1 << 20)  # tokens between window starts (<= --seq-len, checked with it)
+MAX_CHARS = Bound(1, 1 << 40)  # characters of text read (an empty text scores nothing)
+SHOTS = Bound(0, 1000)  # few-shot examples per prompt
+LIMIT = Bound(1, 1 << 31)  # documents per task
+CKA_TOKENS = Bound(2, 8192)  # tokens in linear CKA: two to centre; (layers+1) n x n float64 Gram matrices per model
+WORST = Bound(0, 100_000)  # tokens listed by loss increase (0: none)
+SEEDS = Bound(1, 1000)  # seeds an experiment runs over
 
 
 def check_fields(obj, rules: dict[str, tuple[str, Bound]]) -> None:

@@ -26,6 +26,7 @@ PROTOCOL = ("non-overlapping windows of seq_len tokens from the eval split; each
             "tokens 1..T-1 of a window predicted from their in-window prefix (HF fixed-length recipe, "
             "stride = seq_len); no BOS; float32 log-softmax")
 MAX_LOGITS = 1 << 27  # float32 logits per LM-head chunk: 512 MiB
+IGNORE = -100  # target id of an unscored position
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,62 @@ def head_nll(ad: DecoderAdapter, normed: torch.Tensor, input_ids: torch.Tensor,
              max_logits: int = MAX_LOGITS) -> torch.Tensor:
     """NLL sum (float64 scalar) of final-normed states (B, T, D) through the LM head, scoring input_ids[:, 1:]."""
     h = normed[:, :-1].flatten(0, 1)  # (B*(T-1), D): position t predicts token t+1
-    y = input_ids[:, 1:].flatten()
+    return _rows_nll(ad, h, input_ids[:, 1:].flatten(), max_logits)
+
+
+def targets_nll(ad: DecoderAdapter, normed: torch.Tensor, targets: torch.Tensor,
+                max_logits: int = MAX_LOGITS) -> torch.Tensor:
+    """NLL sum (float64) of final-normed states (B, T, D) against per-position targets (B, T), -100 = unscored.
+
+    targets[b, t] is the token position t predicts (the next token, for a causal model); only scored
+    positions go through the LM head.
+    """
+    keep = targets.flatten() != IGNORE
+    h = normed.flatten(0, 1)[keep.to(normed.device)]  # (scored, D)
+    return _rows_nll(ad, h, targets.flatten()[keep], max_logits)
+
+
+def _rows_nll(ad: DecoderAdapter, h: torch.Tensor, y: torch.Tensor, max_logits: int) -> torch.Tensor:
+    """Sum over rows of -log softmax(lm_head(h))[y], float32 log-softmax, float64 total. h (n, D), y (n,)."""
     step = _chunk(ad, max_logits)
-    total = torch.zeros((), dtype=torch.float64, device=normed.device)
+    total = torch.zeros((), dtype=torch.float64, device=h.device)
     for s in range(0, h.shape[0], step):
         logits = ad.lm_head(h[s:s + step]).float()  # (chunk, V)
         nll = F.cross_entropy(logits, y[s:s + step].to(logits.device), reduction="sum")
         total += nll.double().to(total.device)
     return total
+
+
+@torch.no_grad()
+def token_pair_stats(student: DecoderAdapter, s_normed: torch.Tensor, teacher: DecoderAdapter,
+                     t_normed: torch.Tensor, input_ids: torch.Tensor, max_logits: int = MAX_LOGITS) -> dict:
+    """Per-token statistics of a student against its teacher, from final-normed states (B, T, D).
+
+    One chunked pass through both LM heads, float32 log-softmax (the ``PROTOCOL`` of ``head_nll``):
+      kl     (B, T)    KL(p_t || p_s) at every position (the summand of ``head_kl``)
+      agree  (B, T)    argmax p_t == argmax p_s (top-1 agreement; ties: lowest token id)
+      s_nll  (B, T-1)  -log p_s(x_{t+1} | x_{<=t}) (the summands of ``head_nll``); t_nll likewise
+      s_top, t_top (B, T)  each model's most likely next token
+    """
+    B, T = input_ids.shape
+    s_rows, t_rows = s_normed.flatten(0, 1), t_normed.flatten(0, 1)
+    target = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1).flatten()  # last column: unused filler
+    step = _chunk(student, max_logits)
+    out = {k: [] for k in ("kl", "s_nll", "t_nll", "s_top", "t_top")}
+    for i in range(0, s_rows.shape[0], step):
+        log_s = F.log_softmax(student.lm_head(s_rows[i:i + step]).float(), dim=-1)  # (chunk, V)
+        t_logits = teacher.lm_head(t_rows[i:i + step].to(teacher.lm_head.weight.device))
+        log_t = F.log_softmax(t_logits.float().to(log_s.device), dim=-1)
+        y = target[i:i + step].to(log_s.device)[:, None]
+        out["kl"].append(_kl_per_row(log_s, log_t))
+        out["s_nll"].append(-log_s.gather(1, y)[:, 0])
+        out["t_nll"].append(-log_t.gather(1, y)[:, 0])
+        out["s_top"].append(log_s.argmax(dim=-1))
+        out["t_top"].append(log_t.argmax(dim=-1))
+    stats = {k: torch.cat(v).view(B, T) for k, v in out.items()}
+    stats["s_nll"], stats["t_nll"] = stats["s_nll"][:, :-1], stats["t_nll"][:, :-1]
+    stats["agree"] = stats["s_top"] == stats["t_top"]
+    return stats
 
 
 @torch.no_grad()
@@ -80,11 +129,16 @@ def heldout(model: torch.nn.Module, ids: torch.Tensor, batch_size: int = 8) -> H
     return Heldout(nll=total, tokens=ids.shape[0] * (ids.shape[1] - 1))
 
 
+def _kl_per_row(log_s: torch.Tensor, log_t: torch.Tensor) -> torch.Tensor:
+    """KL(p_t || p_s) = sum_v p_t(v) (log p_t(v) - log p_s(v)) per row: log-probabilities (n, V) -> (n,)."""
+    return (log_t.exp() * (log_t - log_s)).sum(dim=-1)
+
+
 def _kl_rows(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     """Sum over rows of KL(p_t || p_s), in float32: (n, V), (n, V) -> scalar."""
     log_s = F.log_softmax(s.float() / temperature, dim=-1)
     log_t = F.log_softmax(t.float() / temperature, dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum()
+    return _kl_per_row(log_s, log_t).sum()
 
 
 @torch.no_grad()

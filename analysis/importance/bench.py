@@ -1,10 +1,12 @@
 """``bench``: how fast the analysis pass runs, against the plain forward and the hardware.
 
 Modes, all on the backbone (the calibration pass never needs the LM head), one fixed batch of
-random token ids:
-  plain     the forward alone (compiled on CUDA)
-  analysis  the same forward with the Collector hooks registered, plus ``fold`` (what analyze runs)
-  eager     the plain forward without torch.compile (only timed when compiling)
+random token ids, each under every compile variant timed (``DecoderAdapter.forward``):
+  plain/<variant>     the forward alone
+  analysis/<variant>  the same forward with the Collector hooks registered, plus ``fold`` (what analyze runs)
+Variants: ``off`` (eager) always, as the reference a user would run without us; on CUDA also
+``regional`` (the analyze default there) and, with ``--compile all``, ``full`` (whole backbone).
+The headline ratio is the fastest analysis mode against the FASTEST plain mode, not the slowest.
 
 FLOPs per token follow the PaLM convention (arXiv 2204.02311, App. B), forward only:
 2 x (weights used in matmuls) + 4 x layers x heads x head_dim x seq_len for the attention scores
@@ -15,6 +17,7 @@ model's dtype), so it is relative to what the card really does, not to its data 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import time
@@ -23,7 +26,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from analysis.core import validate as V
+from analysis.core.errors import MinitronError
 from analysis.core.perf import (
+    COMPILE_MODES,
     auto_batch_size,
     count_compiles,
     free_memory,
@@ -38,8 +43,12 @@ from analysis.importance.collect import Collector
 from analysis.models.loading import LoadConfig, check_device, load_model
 from analysis.models.registry import Architecture
 
-PAPER_CALIBRATION = (1024, 4096)  # samples x tokens of the paper's importance estimation (§2.2)
-TARGETS = {"analysis_vs_plain": 0.95, "mfu": 0.45, "projected_s": 600.0}  # one H100, Nemotron-4 15B, bf16
+# The paper's 1024 calibration samples (§2.2) at Nemotron-4's full 4096-token context: the paper does not state the
+# samples' length, so 4096 is the most its setting could cost, not a stated protocol.
+PAPER_CALIBRATION = (1024, 4096)
+# Nemotron-4 15B, bf16, 8 x 4096 tokens, one H100/H200: the fastest analysis mode against the fastest plain
+# mode, its MFU, and the paper's 1024 x 4096-token calibration projected from it.
+TARGETS = {"analysis_vs_plain": 0.95, "mfu": 0.70, "projected_s": 600.0}
 # Dense bf16 data-sheet peaks (no sparsity), only to put the measured peak in context.
 DATASHEET_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -54,7 +63,7 @@ class BenchConfig:
     max_batch_size: int | None = None  # cap for "auto"
     steps: int = 5  # timed steps per mode (median reported)
     warmup: int = 2  # untimed steps first; the first one holds the compile time
-    compile: bool | None = None  # torch.compile plain and analysis modes (None: on for CUDA)
+    compile: str = "auto"  # variants besides eager: auto (regional on CUDA), regional, full, all, off
     compile_backend: str = "inductor"  # "eager": dynamo tracing only (tests)
     block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # as analyze's default: same hooks, same cost
     matmul_size: int | None = None  # n of the n x n x n peak matmul (None: 8192 on CUDA, 1024 on CPU)
@@ -98,39 +107,32 @@ def datasheet_peak(name: str) -> float | None:
     return None
 
 
-def _mode_fns(ad, ids, cfg: BenchConfig, use_compile: bool):
-    """(name, make) pairs; make() returns (step function, collector or None)."""
-    def compiled():
-        return torch.compile(ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile else ad.backbone
-
-    def plain():
-        fwd = compiled()
-        return (lambda: fwd(input_ids=ids, use_cache=False)), None
-
-    def analysis():
-        fwd, collector = compiled(), Collector(ad, cfg.block_sizes, device=ids.device)
-        collector.seq_len = ids.shape[1]
-
-        def step():
-            fwd(input_ids=ids, use_cache=False)
-            collector.fold()
-        return step, collector
-
-    def eager():
-        return (lambda: ad.backbone(input_ids=ids, use_cache=False)), None
-    return [("plain", plain), ("analysis", analysis)] + ([("eager", eager)] if use_compile else [])
+def variants(compile: str, device: torch.device) -> list[str]:
+    """Compile variants to time: eager always (the reference), plus what ``compile`` asks for."""
+    if compile == "all":
+        return ["off", "regional", "full"]
+    if compile == "auto":
+        return ["off", "regional"] if device.type == "cuda" else ["off"]
+    if compile not in COMPILE_MODES:
+        raise MinitronError(f"unknown --compile '{compile}'; choose from all, {', '.join(COMPILE_MODES)}")
+    return ["off"] if compile == "off" else ["off", compile]
 
 
-def _time_mode(make, cfg: BenchConfig, device) -> dict:
-    """Time one mode with its hooks (if any) registered only for its duration."""
+def _time_mode(ad, ids, variant: str, analysis: bool, cfg: BenchConfig) -> dict:
+    """Time one mode; its hooks (if any) and compiled layers exist only for its duration."""
+    device = ids.device
     reset_peak_memory(device)
-    fn, collector = make()
-    with torch.no_grad(), hooks_guarded(), count_compiles() as counts:
-        if collector is None:
-            t = time_fn(fn, device, cfg.steps, cfg.warmup)
-        else:
-            with collector.collecting():
-                t = time_fn(fn, device, cfg.steps, cfg.warmup)
+    collector = Collector(ad, cfg.block_sizes, device=device) if analysis else None
+    hooks = collector.collecting(fuse=variant == "regional") if collector else contextlib.nullcontext()
+    with torch.no_grad(), hooks_guarded(), hooks, ad.forward(variant, cfg.compile_backend) as forward, \
+            count_compiles() as counts:
+        def step():
+            if collector:
+                collector.begin(*ids.shape)
+            forward(input_ids=ids, use_cache=False)
+            if collector:
+                collector.fold()
+        t = time_fn(step, device, cfg.steps, cfg.warmup)
     peak, _ = peak_memory_bytes(device)
     return t | {"peak_memory_bytes": peak, "graphs": counts.graphs, "graph_breaks": counts.graph_breaks}
 
@@ -166,22 +168,22 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
     log(f"loaded {lm.name} ({lm.provenance['params'] / 1e9:.2f}B params) in {load_s:.1f}s")
     seq_len, bs = _resolve(cfg, ad, device)
     log(f"batch size {bs} x {seq_len} tokens")
-    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     n = cfg.matmul_size or (8192 if device.type == "cuda" else 1024)
     peak = measure_matmul_peak(device, dtype, n)
     log(f"matmul peak ({n}^3, {dtype}): {peak / 1e12:.2f} TFLOP/s")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, ad.config.vocab_size, (bs, seq_len), generator=g).to(device)
     modes = {}
-    for mode, make in _mode_fns(ad, ids, cfg, use_compile):
-        modes[mode] = m = _time_mode(make, cfg, device)
-        log(f"{mode}: median {m['median_s'] * 1e3:.1f} ms/step ({bs * seq_len / m['median_s']:,.0f} tokens/s), "
-            f"first call {m['first_call_s']:.1f}s, graphs {m['graphs']}, breaks {m['graph_breaks']}")
+    for variant in variants(cfg.compile, device):
+        for kind in ("plain", "analysis"):
+            modes[f"{kind}/{variant}"] = m = _time_mode(ad, ids, variant, kind == "analysis", cfg)
+            log(f"{kind}/{variant}: median {m['median_s'] * 1e3:.1f} ms/step ({bs * seq_len / m['median_s']:,.0f} "
+                f"tokens/s), first call {m['first_call_s']:.1f}s, graphs {m['graphs']}, breaks {m['graph_breaks']}")
     name = device_name(device)
     report = {
         "model": lm.name, "random_init": cfg.load.random_init, "device": str(device), "device_name": name,
         "dtype": str(dtype).removeprefix("torch."), "seq_len": seq_len, "batch_size": bs,
-        "compile": use_compile, "compile_backend": cfg.compile_backend if use_compile else None,
+        "compile": cfg.compile, "compile_backend": cfg.compile_backend,
         "params": lm.provenance["params"], "load_s": load_s,
         "flops_per_token": forward_flops_per_token(ad.arch, seq_len),
         "matmul_peak_flops": peak, "matmul_size": n, "datasheet_peak_flops": datasheet_peak(name),
@@ -191,19 +193,23 @@ def run_bench(cfg: BenchConfig, log=None) -> dict:
 
 
 def summarize(report: dict, arch: Architecture) -> dict:
-    """Add tokens/s, FLOP/s, MFU, the hooks-overhead ratio and the paper-calibration projection."""
+    """Add tokens/s, FLOP/s, MFU, the analysis-vs-fastest-plain ratio and the paper-calibration projection."""
     tokens = report["batch_size"] * report["seq_len"]
     for m in report["modes"].values():
         m["tokens_per_s"] = tokens / m["median_s"]
         m["flops_per_s"] = m["tokens_per_s"] * report["flops_per_token"]
         m["mfu"] = m["flops_per_s"] / report["matmul_peak_flops"]
-    plain, analysis = report["modes"]["plain"], report["modes"]["analysis"]
-    report["hooks_overhead"] = analysis["median_s"] / plain["median_s"]  # analysis time / plain time
-    report["analysis_vs_plain_speed"] = plain["median_s"] / analysis["median_s"]
-    if "eager" in report["modes"]:
-        report["compile_speedup"] = report["modes"]["eager"]["median_s"] / plain["median_s"]
+    modes = report["modes"]
+    fastest = {kind: min((k for k in modes if k.startswith(kind + "/")), key=lambda k: modes[k]["median_s"])
+               for kind in ("plain", "analysis")}
+    plain, analysis = modes[fastest["plain"]], modes[fastest["analysis"]]
+    report["fastest"] = fastest
+    report["analysis_vs_plain_speed"] = plain["median_s"] / analysis["median_s"]  # >= 0.95 is the target
+    report["analysis_vs_eager_plain"] = modes["plain/off"]["median_s"] / analysis["median_s"]
+    report["hooks_overhead"] = {v.split("/")[1]: modes[v]["median_s"] / modes["plain/" + v.split("/")[1]]["median_s"]
+                                for v in modes if v.startswith("analysis/")}
     samples, seq = PAPER_CALIBRATION
-    # FLOP/s achieved by the analysis pass, spent on the paper's 4096-token samples
+    # FLOP/s achieved by the fastest analysis mode, spent on 1024 samples of 4096 tokens (full context)
     report["projected_paper_calibration_s"] = (
         samples * seq * forward_flops_per_token(arch, seq) / analysis["flops_per_s"])
     report["targets"] = {
@@ -233,9 +239,11 @@ def print_report(r: dict, console) -> None:
                   _fmt_bytes(m["peak_memory_bytes"]))
     console.print(t)
     s = Table(show_header=False, title="summary")
-    s.add_row("hooks overhead (analysis / plain time)", f"{r['hooks_overhead']:.3f}x")
-    if "compile_speedup" in r:
-        s.add_row("compile speed-up (eager / compiled time)", f"{r['compile_speedup']:.2f}x")
+    fp, fa = r["fastest"]["plain"], r["fastest"]["analysis"]
+    s.add_row(f"fastest analysis ({fa}) vs fastest plain ({fp})", f"{r['analysis_vs_plain_speed']:.3f}x speed")
+    s.add_row("fastest analysis vs plain eager forward", f"{r['analysis_vs_eager_plain']:.3f}x speed")
+    for variant, ratio in r["hooks_overhead"].items():
+        s.add_row(f"hooks overhead, {variant} (analysis / plain time)", f"{ratio:.3f}x")
     sheet = f" (data sheet {r['datasheet_peak_flops'] / 1e12:.0f})" if r["datasheet_peak_flops"] else ""
     s.add_row(f"measured matmul peak ({r['matmul_size']}^3, {r['dtype']})",
               f"{r['matmul_peak_flops'] / 1e12:.2f} TFLOP/s{sheet}")

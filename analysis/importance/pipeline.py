@@ -30,13 +30,22 @@ from analysis.core import validate as V
 from analysis.core.errors import Interrupted, MinitronError
 from analysis.core.interrupt import StopRequest, deferred_interrupt
 from analysis.core.io import check_output, check_writable, made_by_us, read_json
-from analysis.core.perf import auto_batch_size, count_compiles, hooks_guarded, parse_batch_size
+from analysis.core.perf import (
+    COMPILE_MODES,
+    auto_batch_size,
+    count_compiles,
+    hooks_guarded,
+    parse_batch_size,
+    resolve_compile,
+)
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
 from analysis.evaluation.loss import PROTOCOL
+from analysis.evaluation.perplexity import PROTOCOLS, heldout_lm_eval
 from analysis.importance import sensitivity as sens
+from analysis.importance.bootstrap import bootstrap
 from analysis.importance.checkpoint import Checkpoint, Progress
-from analysis.importance.collect import Collector
+from analysis.importance.collect import Collector, neuron_site
 from analysis.importance.metrics import spearman
 from analysis.importance.probe import analysis_probe
 from analysis.importance.report import depth_tensors, layer_table, print_summary
@@ -65,9 +74,11 @@ class AnalysisConfig:
     block_sizes: tuple[int, ...] | None = None  # contiguous block sizes for drop losses / angular distance
     # (None: DEFAULT_BLOCK_SIZES up to the model's depth; sizes given explicitly must fit the model)
     pre_activation: bool = False  # neuron importance before the MLP activation (paper's X W1^T)
-    compile: bool | None = None  # torch.compile the calibration forward (None: on for one CUDA device)
+    compile: str = "auto"  # auto | off | regional | full (analysis.core.perf.resolve_compile)
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
     sensitivity: bool = True  # compute drop-block losses (the expensive part on CPU)
+    bootstrap: int = 0  # resamples of the calibration windows for ranking stability (0: off)
+    bootstrap_seed: int = 0  # seed of the resampling
 
     def __post_init__(self):
         # zero calibration windows would give all-zero importance, zero held-out windows a 0-token perplexity
@@ -79,6 +90,12 @@ class AnalysisConfig:
         for n in self.block_sizes or ():
             V.BLOCK_SIZE.check("--block-sizes", n)
         check_device(self.load.device, compute=True)
+        if isinstance(self.compile, str):  # True/False: the pre-mode API, read by resolve_compile
+            V.check_choice("--compile", self.compile, COMPILE_MODES)
+        V.check_fields(self, {"bootstrap": ("--bootstrap", V.BOOTSTRAP), "bootstrap_seed": ("--seed", V.SEED)})
+        if self.bootstrap and self.data.calib_samples < 2:  # one window resampled is always the same window
+            raise MinitronError(f"--bootstrap resamples the calibration windows: it needs --samples of at least 2, "
+                                f"got {self.data.calib_samples}")
 
 
 class RunInterrupted(Interrupted):
@@ -94,6 +111,8 @@ def run_key(cfg: AnalysisConfig, lm: LoadedModel, splits: Splits) -> str:
         "batch_size": cfg.batch_size, "block_sizes": sorted(set(cfg.block_sizes)),
         "pre_activation": cfg.pre_activation, "sensitivity": cfg.sensitivity,
     }
+    if cfg.bootstrap:  # only then: runs without it keep their keys
+        payload["bootstrap"] = [cfg.bootstrap, cfg.bootstrap_seed]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -123,13 +142,17 @@ class AnalysisRun:
         self.cfg, self.lm, self.splits, self.key, self.run_dir, self.d = cfg, lm, splits, key, run_dir, d
         self.tokenizer_note = tokenizer_note  # which tokenizer cut the splits when not the model's own
         self.ad, self.device = lm.adapter, next(lm.model.parameters()).device
-        self.collector = Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device)
+        self.collector = self._collector()
         self.ckpt = Checkpoint(run_dir, d)
         self.stop_after: int | None = None  # tests: raise RunInterrupted after this many batches
         self.stop = StopRequest()  # set by the first Ctrl-C (``deferred_interrupt``)
         self.progress: Progress | None = None
         self.t_start = time.perf_counter() if t_start is None else t_start  # this session's start
         self.earlier_s = 0.0  # wall seconds of earlier sessions (resumed runs)
+
+    def _collector(self) -> Collector:
+        cfg = self.cfg
+        return Collector(self.ad, cfg.block_sizes, cfg.pre_activation, device=self.device, per_sample=cfg.bootstrap > 0)
 
     def start(self, resume: bool) -> None:
         """Resume from the checkpoint if asked and it matches, else start fresh (resolving the batch size)."""
@@ -156,35 +179,28 @@ class AnalysisRun:
                                self.cfg.pre_activation, evaluate=splits.eval.shape[0] > 0 and self.cfg.sensitivity)
         return min(dd.gather(auto_batch_size(probe, self.device, limit, self.cfg.max_batch_size), self.d))
 
-    def _compiled(self) -> bool:
-        if self.cfg.compile is not None:
-            return self.cfg.compile
-        return self.device.type == "cuda" and not self.cfg.load.device_map
-
     def calibrate(self) -> None:
         """Phase 1: one forward per batch with the importance hooks; fixed shapes when compiled."""
         p, cfg, collector = self.progress, self.cfg, self.collector
         batches = dd.shard(_batches(self.splits.calib, p.batch_size), self.d)
-        use_compile = self._compiled()
-        forward = torch.compile(self.ad.backbone, dynamic=False, backend=cfg.compile_backend) if use_compile \
-            else self.ad.backbone
-        with collector.collecting(), torch.no_grad(), hooks_guarded(), count_compiles() as counts:
+        mode = resolve_compile(cfg.compile, self.device, cfg.load.device_map)
+        with collector.collecting(fuse=mode == "regional"), torch.no_grad(), hooks_guarded(), \
+                self.ad.forward(mode, cfg.compile_backend) as forward, count_compiles() as counts:
             for b in tqdm(range(p.calib_done, len(batches)), desc="calibration", unit="batch",
                           initial=p.calib_done, total=len(batches), disable=not self.d.is_main):
                 t0 = time.perf_counter()
                 ids = batches[b].to(self.device)
                 valid = ids.shape[0]
-                if use_compile and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
+                if mode != "off" and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
                     ids = torch.cat([ids, ids[:1].expand(p.batch_size - valid, -1)])
-                collector.seq_len = ids.shape[1]
+                collector.begin(*ids.shape)
                 forward(input_ids=ids, use_cache=False)
                 collector.fold(valid)
                 p.calib_done = b + 1
                 p.calib_s += time.perf_counter() - t0  # per batch: an interrupted session's share is kept
                 self._batch_done()
-        if use_compile:
-            p.compile = {"backend": cfg.compile_backend, "graphs": counts.graphs,
-                         "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
+        p.compile = {"requested": str(cfg.compile), "mode": mode, "backend": cfg.compile_backend if mode != "off" else None,
+                     "graphs": counts.graphs, "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
 
     def evaluate(self) -> None:
         """Phase 2: full-model NLL and drop-block NLL per held-out batch, prefix reused."""
@@ -235,11 +251,11 @@ class AnalysisRun:
         part = {k: getattr(p, k) for k in ("nll_full", "eval_tokens", "nll_drop", "calib_s", "eval_s",
                                            "sensitivity_s")}
         ranks = dd.gather({"statistics": self.collector.state(), "progress": part}, self.d)
-        merged = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+        merged = self._collector()
         p.nll_full, p.eval_tokens = 0.0, 0
         p.nll_drop = {n: [0.0] * len(v) for n, v in p.nll_drop.items()}
         for r in ranks:  # fixed rank order: the same float result on every rank and every run
-            one = Collector(self.ad, self.cfg.block_sizes, self.cfg.pre_activation, device=self.device)
+            one = self._collector()
             one.load_state(r["statistics"])
             merged.merge(one)
             p.nll_full += r["progress"]["nll_full"]
@@ -257,6 +273,17 @@ class AnalysisRun:
         for axis in ("heads", "neurons", "channels", "channels.per_norm"):  # default-aggregation aliases
             t[axis] = t[f"{axis}.{DEFAULT_AGGREGATION}"]
         return t
+
+    def lm_eval_protocol(self) -> dict:
+        """The held-out windows under lm-eval's protocol (each window a document), or why it was not measured."""
+        if self.cfg.data.source == RANDOM_SOURCE:
+            return {"not_measured": "random token ids have no text (words, bytes) and no tokenizer"}
+        if self.splits.eval.shape[0] == 0:
+            return {"not_measured": "no held-out windows"}
+        tokenizer = self.lm.tokenizer or default_tokenizer()  # random-init models borrowed the default's for the splits
+        with torch.no_grad():
+            result = heldout_lm_eval(self.lm.model, tokenizer, self.splits.eval, self.progress.batch_size)
+        return result.to_json() | {"documents": "each held-out window is one document (its decoded text)"}
 
     def metrics(self, t: dict[str, torch.Tensor], timings: dict) -> dict:
         """The metrics.json document (schema in the README and ``analysis.importance.results``)."""
@@ -283,14 +310,24 @@ class AnalysisRun:
             "config": {"batch_size": cfg.batch_size, "block_sizes": list(self.collector.block_sizes),
                        "pre_activation": cfg.pre_activation, "compile": cfg.compile, "sensitivity": cfg.sensitivity,
                        "aggregation_default": DEFAULT_AGGREGATION, "load": asdict(cfg.load), "data": asdict(cfg.data)},
-            "eval": {"loss": loss, "perplexity": math.exp(loss),
-                     "tokens_scored": p.eval_tokens, "protocol": PROTOCOL},
+            "eval": {"loss": loss, "perplexity": math.exp(loss), "tokens_scored": p.eval_tokens, "protocol": PROTOCOL,
+                     "protocol_name": "hf-stride",
+                     "protocols": {"hf-stride": {"loss": loss, "token_perplexity": math.exp(loss),
+                                                 "scored": p.eval_tokens, "description": PROTOCOLS["hf-stride"].description},
+                                   "lm-eval": self.lm_eval_protocol()}},
+            "neuron_importance": neuron_site(cfg.pre_activation, self.ad.gated_mlp),
             "layers": layer_table(t, loss),
             "blocks": blocks,
             "rank_agreement": agreement,
             "timings": timings | {"calibration_tokens_per_s": splits.calib.numel() / max(timings["calibration_s"], 1e-9)},
             "versions": versions(),
-        }
+        } | ({"bootstrap": self.stability()} if cfg.bootstrap else {})
+
+    def stability(self) -> dict:
+        """Ranking stability under resampled calibration windows (``analysis.importance.bootstrap``)."""
+        t0 = time.perf_counter()
+        out = bootstrap(self.collector.sample_rows(), self.ad.num_kv_heads, self.cfg.bootstrap, self.cfg.bootstrap_seed)
+        return out | {"seconds": time.perf_counter() - t0}
 
     def write(self, t_load: float, console=None) -> None:
         """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""

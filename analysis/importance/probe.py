@@ -26,7 +26,7 @@ def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, 
         t0 = time.perf_counter()
         collector = Collector(ad, block_sizes, pre_activation, device=device)
         with collector.collecting(), torch.no_grad():
-            collector.seq_len = seq_len
+            collector.begin(b, seq_len)
             ad.backbone(input_ids=ids, use_cache=False)
             collector.fold(b)
         if evaluate:

@@ -140,6 +140,31 @@ class DecoderAdapter:
         return out.last_hidden_state
 
     @contextlib.contextmanager
+    def forward(self, compile: str = "off", backend: str = "inductor") -> Iterator:
+        """The backbone's forward under a compile mode (``analysis.core.perf.COMPILE_MODES``).
+
+        off: eager. regional: each decoder layer's ``forward`` is compiled; the layers share one
+        graph (same code, same shapes), so compiling takes seconds, and the backbone around them
+        (causal-mask construction, rotary tables) stays eager, where transformers can skip the
+        mask and attention keeps its flash kernel. full: the whole backbone as one graph.
+        The layers' forwards are restored in ``finally``.
+        """
+        if compile == "full":
+            yield torch.compile(self.backbone, dynamic=False, backend=backend)
+            return
+        if compile != "regional":
+            yield self.backbone
+            return
+        originals = [layer.forward for layer in self.layers]
+        try:
+            for layer in self.layers:
+                layer.forward = torch.compile(layer.forward, dynamic=False, backend=backend)
+            yield self.backbone
+        finally:
+            for layer, fwd in zip(self.layers, originals):
+                layer.forward = fwd
+
+    @contextlib.contextmanager
     def keep_layers(self, keep: Sequence[int]) -> Iterator[None]:
         """Temporarily run only the layers in ``keep``; the original stack is restored in ``finally``."""
         original = self.model.model.layers

@@ -116,6 +116,12 @@ def _weight_files(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
 
 
+def directory_fingerprint(directory: str | Path) -> str | None:
+    """The ``weights_fingerprint`` that loading a model directory records, without loading it (None: no weights)."""
+    files = _weight_files(Path(directory)) if Path(directory).is_dir() else []
+    return fingerprint(files) if files else None
+
+
 def _from_directory(path: Path, cfg: LoadConfig, dtype, device):
     if not (path / "config.json").exists():
         raise WeightsNotFound(f"{path}: not a model directory (no config.json)")

@@ -24,18 +24,23 @@ def rank_channels(channels: torch.Tensor, n: int) -> torch.Tensor:
     return top_sorted(channels, n)
 
 
-def rank_heads(heads: torch.Tensor, kv_heads: int, n: int) -> torch.Tensor:
-    """[L, H] head scores -> [L, n] kept query heads per layer, ascending.
+def head_order(heads: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[L, H] head scores -> [L, G, r] head indices of each GQA group, most important first.
 
     Query head h reads kv head h // (H // kv_heads) (HF ``repeat_kv``), so group g holds the
-    consecutive heads g*r .. g*r+r-1; each group keeps its n // kv_heads best heads.
+    consecutive heads g*r .. g*r+r-1. Stable sort: equal scores keep the lower index first.
     """
     L, H = heads.shape
-    per_group = n // kv_heads
-    grouped = heads.float().reshape(L, kv_heads, H // kv_heads)  # (L, groups, r)
-    order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices[..., :per_group]
-    offsets = torch.arange(kv_heads).view(1, kv_heads, 1) * (H // kv_heads)
-    return (order.sort(dim=-1).values + offsets).reshape(L, n)
+    r = H // kv_heads
+    grouped = heads.float().reshape(L, kv_heads, r)  # (L, G, r)
+    order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices
+    return order + torch.arange(kv_heads).view(1, kv_heads, 1) * r
+
+
+def rank_heads(heads: torch.Tensor, kv_heads: int, n: int) -> torch.Tensor:
+    """[L, H] head scores -> [L, n] kept query heads per layer, ascending: each group keeps its n // G best."""
+    L = heads.shape[0]
+    return head_order(heads, kv_heads)[..., : n // kv_heads].sort(dim=-1).values.reshape(L, n)
 
 
 def rank_neurons(neurons: torch.Tensor, n: int) -> torch.Tensor:
@@ -50,6 +55,19 @@ def rank_layers(depth: torch.Tensor, n: int) -> list[int]:
     loss hurts when removed, so the layers with the lowest scores are dropped.
     """
     return top_sorted(depth, n).tolist()
+
+
+def cheapest_block(losses: torch.Tensor, layers: int, k: int) -> list[int]:
+    """[L-k+1] held-out loss with layers s..s+k-1 removed -> the L-k layers kept when the cheapest block goes.
+
+    The contiguous-block choice of the follow-up paper (arXiv:2408.11796, Llama-3.1-Minitron-4B-Depth):
+    one block of k consecutive layers is removed, the one whose removal raises the loss least; ties go
+    to the earlier block (argmin returns the first minimum).
+    """
+    if losses.shape != (layers - k + 1,):
+        raise ValueError(f"{k}-layer block losses of a {layers}-layer model need {layers - k + 1} values, got {tuple(losses.shape)}")
+    start = int(torch.argmin(losses.double()))
+    return [i for i in range(layers) if not start <= i < start + k]
 
 
 def heads_kept(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from analysis.models.adapter import DecoderAdapter
 from analysis.models.registry import Architecture
+from analysis.pruning.merge import merge_query_rows
 from analysis.pruning.plan import Importance, PrunePlan, PruneTarget, plan_for
 
 
@@ -41,16 +42,22 @@ def _assign(module: nn.Module, name: str, value: torch.Tensor) -> None:
     setattr(module, name, nn.Parameter(value.detach().clone().contiguous()))
 
 
-def _slice_linear(dst: nn.Linear, src: nn.Linear, rows=None, cols=None) -> None:
-    """dst <- src.weight[rows][:, cols] (and bias[rows]); None keeps the whole axis."""
-    w = src.weight
+def _slice_linear(dst: nn.Linear, src: nn.Linear, rows=None, cols=None, merge=None) -> None:
+    """dst <- src.weight[rows][:, cols] (and bias[rows]); None keeps the whole axis.
+
+    ``merge``: (pairs [P, 2], head_dim) merges query heads before slicing (``analysis.pruning.merge``).
+    """
+    w, b = src.weight, src.bias
+    if merge is not None:
+        w = merge_query_rows(w, *merge)
+        b = None if b is None else merge_query_rows(b, *merge)
     if rows is not None:
         w = w.index_select(0, rows.to(w.device))
     if cols is not None:
         w = w.index_select(1, cols.to(w.device))
     _assign(dst, "weight", w)
-    if src.bias is not None:
-        _assign(dst, "bias", src.bias if rows is None else src.bias.index_select(0, rows.to(w.device)))
+    if b is not None:
+        _assign(dst, "bias", b if rows is None else b.index_select(0, rows.to(w.device)))
 
 
 def _slice_norm(dst: nn.Module, src: nn.Module, channels: torch.Tensor) -> None:
@@ -69,7 +76,8 @@ def _slice_layer(old: DecoderAdapter, new: DecoderAdapter, i: int, j: int, plan:
     ch = plan.channels
     rows = head_rows(plan.heads[i], plan.head_dim)
     (q0, k0, v0), (q1, k1, v1) = old.qkv_proj(i), new.qkv_proj(j)
-    _slice_linear(q1, q0, rows=rows, cols=ch)
+    merge = (plan.head_merge[i], plan.head_dim) if len(plan.head_merge.get(i, ())) else None
+    _slice_linear(q1, q0, rows=rows, cols=ch, merge=merge)
     _slice_linear(k1, k0, cols=ch)  # kv heads are all kept
     _slice_linear(v1, v0, cols=ch)
     _slice_linear(new.o_proj(j), old.o_proj(i), rows=ch, cols=rows)
@@ -127,7 +135,11 @@ class Pruned:
     plan: PrunePlan  # which teacher units survive
 
 
-def prune_model(model: nn.Module, target: PruneTarget, importance: Importance) -> Pruned:
-    """Importance -> plan -> weights: the one way a model is pruned (``model`` is left untouched)."""
-    student, plan = plan_for(DecoderAdapter(model).arch, target, importance)
+def prune_model(model: nn.Module, target: PruneTarget, importance: Importance, head_merge: bool = True) -> Pruned:
+    """Importance -> plan -> weights: the one way a model is pruned (``model`` is left untouched).
+
+    ``head_merge`` (the default, as in the paper) folds pruned query heads into kept ones when heads
+    are pruned and ranked (``analysis.pruning.merge``); the plan records the pairs or why there are none.
+    """
+    student, plan = plan_for(DecoderAdapter(model).arch, target, importance, head_merge)
     return Pruned(build_pruned(model, student, plan), student, plan)

@@ -28,21 +28,22 @@ from analysis.core.errors import MinitronError
 from analysis.evaluation.loss import clm_loss, forward_kl, heldout_pair
 from analysis.models.loading import check_device, resolve_device, resolve_dtype
 
-PROTOCOL = ("train = calibration windows of analysis.data (after the eval windows), seeded order per epoch; "
-            "held-out = first eval_samples windows; loss over T-1 targets per window (stride = seq_len, "
-            "first token unscored), ppl = exp(loss); KL(teacher||student) over all T positions, temperature 1")
+PROTOCOL = ("train = windows of analysis.data after the selection split, seeded order per epoch; "
+            "held-out = the evaluation split (last eval_samples permuted windows, never trained on); loss over "
+            "T-1 targets per window (stride = seq_len, first token unscored), ppl = exp(loss); "
+            "KL(teacher||student) over all T positions, temperature 1")
 
 
 @dataclass
 class DistillConfig:
     """How the student is trained; defaults follow the paper's retraining recipe, scaled down."""
 
-    steps: int = 100  # optimizer steps
+    steps: int = 100  # optimizer steps (0: evaluate only, the zero-shot point; `distill` needs at least 1)
     seq_len: int = 256  # tokens per training and evaluation window
     batch_size: int = 4  # windows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
-    lr: float = 1e-4  # peak learning rate, reached at the end of warmup (paper: 1e-4)
-    min_lr: float = 1e-5  # floor of the cosine decay, reached at the last step (paper: 1e-5)
+    lr: float = 1e-4  # peak learning rate, reached at the end of warmup (the paper's retraining: 2e-4)
+    min_lr: float = 1e-5  # floor of the cosine decay, reached at the last step (the paper's: 4.5e-7)
     warmup_steps: int = 10  # linear warmup from lr/warmup_steps to lr
     weight_decay: float = 0.1  # AdamW decay on matrices only; norms and biases are not decayed
     max_grad_norm: float = 1.0  # gradient clipping (0 disables): early KD gradients of a pruned model spike
@@ -50,7 +51,7 @@ class DistillConfig:
     clm_weight: float = 0.0  # weight of next-token cross-entropy on the data (the paper's final models: 0)
     temperature: float = 1.0  # softmax temperature of both distributions in the KL (paper: 1)
     eval_every: int = 20  # held-out evaluation every N steps (0: only before and after training)
-    eval_samples: int = 8  # held-out windows (the first of the permuted windows)
+    eval_samples: int = 8  # held-out windows: the evaluation split (the last of the permutation)
     checkpoint_every: int = 50  # resumable checkpoint every N steps (0: only at the end)
     kl_chunk: int = 1024  # tokens per chunk of the vocabulary-wide KL, to bound float32 memory
     seed: int = 0  # order of training windows each epoch
@@ -59,7 +60,7 @@ class DistillConfig:
 
     def __post_init__(self):
         V.check_fields(self, {
-            "steps": ("--steps", V.STEPS), "seq_len": ("--seq-len", V.SEQ_LEN), "batch_size": ("--batch-size", V.BATCH),
+            "steps": ("--steps", V.TRAIN_STEPS), "seq_len": ("--seq-len", V.SEQ_LEN), "batch_size": ("--batch-size", V.BATCH),
             "grad_accum": ("--grad-accum", V.ACCUM), "lr": ("--lr", V.LR), "min_lr": ("--min-lr", V.MIN_LR),
             "warmup_steps": ("--warmup", V.WARMUP), "weight_decay": ("weight_decay", V.WEIGHT_DECAY),
             "max_grad_norm": ("max_grad_norm", V.GRAD_NORM), "kd_weight": ("--kd-weight", V.LOSS_WEIGHT),

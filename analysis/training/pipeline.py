@@ -1,9 +1,10 @@
 """The distill pipeline: load teacher and student -> windows -> train (resumable) -> export a model directory.
 
 Data protocol (``analysis.data``): one token stream cut into non-overlapping ``seq_len`` windows,
-permuted with the data seed; the first ``eval_samples`` windows are the held-out set (the same
-windows ``analyze`` evaluates with the same seed and length), the following windows are the
-training set.
+permuted with the data seed. The held-out windows are the evaluation split (the last
+``eval_samples`` of the permutation, kept off the windows the student's pruning analysis used, as
+its ``prune_recipe.json`` records them); training takes the windows after the selection split, as
+many as the run consumes. Training and held-out windows never meet; ``distill.json`` records both.
 
 On disk, ``out_dir`` holds ``checkpoint/`` (resumable, ``analysis.training.checkpoint``),
 ``model/`` (a plain Hugging Face directory) and ``distill.json`` (config, history, held-out
@@ -24,11 +25,23 @@ from pathlib import Path
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import Interrupted, MinitronError
 from analysis.core.interrupt import StopRequest, deferred_interrupt
-from analysis.core.io import check_output, claim, record, write_json
+from analysis.core.io import check_output, claim, read_json, record, write_json
 from analysis.core.provenance import versions
-from analysis.data import DataConfig, Splits, check_context, make_splits, read_stream
+from analysis.data import (
+    DataConfig,
+    Splits,
+    check_context,
+    check_disjoint,
+    make_splits,
+    read_stream,
+    record_spans,
+    split_record,
+    stream_sha256,
+    window_spans,
+)
 from analysis.models.loading import LoadConfig, load_model, model_name
 from analysis.models.saving import Finalize, save_model_dir
 from analysis.pruning.export import RECIPE
@@ -52,20 +65,43 @@ class DistillResult:
     finished: bool = True
 
 
-def training_splits(tokenizer, data_cfg: DataConfig, cfg: DistillConfig, max_positions: int | None = None) -> Splits:
-    """Held-out and training windows under the ``analysis.data`` protocol.
+def training_splits(tokenizer, data_cfg: DataConfig, cfg: DistillConfig, max_positions: int | None = None,
+                    avoid: dict | None = None) -> Splits:
+    """Training (``calib``) and held-out (``test``) windows under the ``analysis.data`` protocol.
 
-    Evaluation = the first ``cfg.eval_samples`` permuted windows (as ``analyze`` with the same
-    seed and length); training = the calibration split, as many following windows as the run
-    consumes (steps × batch × accumulation), capped by what the text holds.
+    Held-out = the evaluation split: the last ``cfg.eval_samples`` permuted windows, skipping any
+    that meet the windows of ``avoid`` (a ``split_record`` of the analysis that pruned the student,
+    when it cut the same token stream). Training = the windows after the ``data_cfg.eval_samples``
+    selection windows (which it skips), as many as the run consumes (steps × batch × accumulation),
+    capped by what the text holds between the selection and evaluation splits.
     """
     check_context(cfg.seq_len, max_positions)
     stream, meta = read_stream(tokenizer, data_cfg)
-    free = len(stream) // cfg.seq_len - cfg.eval_samples
+    free = len(stream) // cfg.seq_len - data_cfg.eval_samples - cfg.eval_samples
     wanted = cfg.steps * cfg.batch_size * cfg.grad_accum
-    data_cfg = replace(data_cfg, seq_len=cfg.seq_len, eval_samples=cfg.eval_samples,
+    data_cfg = replace(data_cfg, seq_len=cfg.seq_len, test_samples=cfg.eval_samples,
                        calib_samples=max(1, min(wanted, free)))
-    return make_splits(stream, data_cfg, meta)
+    exclude = _held_out_of(avoid, stream_sha256(stream))
+    splits = make_splits(stream, data_cfg, meta, exclude)
+    test = window_spans(splits.meta, "test")
+    check_disjoint({"training": window_spans(splits.meta, "calib"), "evaluation": test})
+    check_disjoint({"evaluation": test, "pruning analysis": list(exclude)})
+    return splits
+
+
+def pruning_windows(student_dir: str | Path) -> dict | None:
+    """The importance analysis's splits a pruned student was made with (its ``prune_recipe.json``), if any."""
+    path = Path(student_dir) / RECIPE
+    doc = read_json(path, "pruning recipe") if path.is_file() else None  # a damaged recipe is named, not skipped
+    splits = doc.get("splits") if isinstance(doc, dict) else None
+    return splits.get("importance") if isinstance(splits, dict) else None
+
+
+def _held_out_of(used: dict | None, stream_hash: str) -> tuple[tuple[int, int], ...]:
+    """Token spans of the pruning analysis's windows when it cut this very token stream."""
+    if not used or used.get("stream_sha256") != stream_hash:
+        return ()
+    return tuple(s for role in ("calibration", "selection") for s in record_spans(used, role))
 
 
 def _data_hash(*tensors: torch.Tensor) -> str:
@@ -163,6 +199,10 @@ class DistillJob:
     resume: bool = False  # continue the checkpoint in ``out``
     force: bool = False  # write into a directory minitron-lab did not make (only our files are replaced)
 
+    def __post_init__(self):
+        # the recipe may evaluate without training (search ranks zero-shot with 0 steps); a distill run trains
+        V.STEPS.check("--steps", self.train.steps)
+
     def out_dir(self) -> Path:
         return Path(self.out or f"runs/distill/{model_name(self.student.model)}-{self.train.mode}")
 
@@ -182,14 +222,18 @@ def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None)
     if tokenizer is None:
         raise MinitronError("neither teacher nor student directory has a tokenizer; the data cannot be tokenized")
     cfg = job.train
-    splits = training_splits(tokenizer, job.data, cfg, getattr(s.model.config, "max_position_embeddings", None))
+    max_positions = getattr(s.model.config, "max_position_embeddings", None)
+    used = pruning_windows(job.student.model)
+    splits = training_splits(tokenizer, job.data, cfg, max_positions, avoid=used)
+    windows = split_record(splits.meta, {"calib": "training", "eval": "selection", "test": "evaluation"})
     if console:
         console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
                       f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}",
                       markup=False, highlight=False)
     recipe = Path(job.student.model) / RECIPE  # written by `prune`; the card reads it
-    result = distill(t.model, s.model, splits.calib, splits.eval, cfg, out_dir, resume=job.resume,
-                     tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta},
+    result = distill(t.model, s.model, splits.calib, splits.test, cfg, out_dir, resume=job.resume,
+                     tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta,
+                                                "splits": windows | {"pruning_analysis": used}},
                      carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
     if not result.finished:
         raise Interrupted(f"interrupted after step {len(result.history)} of {cfg.steps}; checkpoint saved in "

@@ -194,7 +194,7 @@ CASES: list[Case] = [
     Case("range-search-params-text", ("search", "--params", "lots"), 2, "--params 'lots' is not a parameter count"),
     Case("range-search-params-negative", ("search", "--params", "-5B"), 2, "is not a parameter count"),
     Case("range-search-no-candidates", ("search", "--params", "1B"), 1,
-         "no candidate of the 4B search space lies within 5% of 1B: the space spans"),
+         "no candidate of the 4B search space lies in [0.95B, 1.05B] around 1B: its grid spans"),
     *_range("range-search", ("search",), "--tolerance", {"negative": "-0.1", "one": "1", "nan": "nan"}),
     *_range("range-search", ("search",), "--eval-samples", {"zero": "0"}),
     *_range("range-search", ("search",), "--seq-len", {"zero": "0"}),

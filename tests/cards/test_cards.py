@@ -70,6 +70,29 @@ def test_front_matter_round_trips_through_huggingface_hub(family_cards, name):
     assert ModelCard(str(card)).data.to_dict() == data  # re-serialised, reads back the same
 
 
+def test_model_index_has_the_papers_shots_and_metrics(family_cards):
+    from huggingface_hub import ModelCard
+
+    results = {r.dataset_name: r for r in ModelCard(family_cards["minitron-4b"].read_text()).data.eval_results}
+    assert "TriviaQA" not in results and "TriviaQA" not in family_cards["minitron-4b"].read_text()
+    got = {name: (r.dataset_args["num_few_shot"], r.metric_type, r.metric_value) for name, r in results.items()}
+    assert got["TruthfulQA"] == (0, "mc2", 42.9) and got["HellaSwag"] == (10, "acc_norm", 75.0)
+    assert got["ARC-Challenge"] == (25, "acc_norm", 50.9) and got["XLSum (en)"] == (3, "rougeL", 29.5)
+    assert {r.source_name for r in results.values()} == {"arXiv:2407.14679v2 Table 3"}
+
+
+def test_cards_say_where_the_published_card_differs(family_cards):
+    four, eight, fifteen = (family_cards[n].read_text() for n in ("minitron-4b", "minitron-8b", "nemotron-4-15b"))
+    for text in (four, eight):
+        notes = text.split("**Where the published model card differs.**")[-1]
+        for task, shots in (("HellaSwag", 10), ("Winogrande", 5), ("GSM8K", 5), ("ARC-Challenge", 25), ("XLSum (en)", 3)):
+            assert f"- {task}: {shots}-shot" in notes and '"zero-shot" in the published card' in notes
+        assert "- MMLU" not in notes  # the published card says 5-shot too
+    assert "gives the head count as 32" in four and "4.392B" in four and "head count" not in eight
+    assert "published model card differs" not in fifteen  # the teacher has no published card
+    assert check_card(family_cards["minitron-4b"])[1] == []  # the note does not read as a 32-head claim
+
+
 def test_base_model_is_the_teachers_hub_id_when_it_has_one(tmp_path):
     model_dir = _pruned_dir(tmp_path, teacher="smollm2-135m")
     from huggingface_hub import ModelCard
@@ -240,6 +263,16 @@ def test_card_for_a_pruned_directory(tmp_path):
     assert r.code == 0 and Path(r.out.strip()) == readme
 
 
+@pytest.mark.parametrize("merge, says", [({"enabled": True, "applied": True, "pairs": {"0": [[1, 2]]}}, "were merged"),
+                                         ({"enabled": False, "applied": False, "reason": "--no-head-merge"},
+                                          "were not merged (--no-head-merge)")])
+def test_pruned_card_says_whether_heads_were_merged(tmp_path, merge, says):
+    recipe = json.loads((_pruned_dir(tmp_path) / "prune_recipe.json").read_text()) | {"head_merge": merge}
+    (tmp_path / "tiny-pruned" / "prune_recipe.json").write_text(json.dumps(recipe))
+    text = write_card_for_directory(tmp_path / "tiny-pruned", runs_root=tmp_path / "runs").read_text()
+    assert f"Pruned heads {says}" in text or f"query heads {says}" in text
+
+
 def test_bad_prune_recipe_is_one_line_error_and_nothing_written(tmp_path):
     model_dir = _pruned_dir(tmp_path, recipe="{not json")
     r = run_cli("card", "--model", model_dir)
@@ -298,10 +331,11 @@ def test_a_distilled_card_reports_the_distillation_and_labels_the_stale_numbers(
     assert "| optimizer steps | 40 |" in s["Data and training"]
 
 
-def test_each_students_scores_cite_its_own_page(family_cards):
+def test_each_students_scores_cite_the_table_that_reports_it(family_cards):
+    """The 4B's scores once cited the 8B's page; each student now cites the paper table that lists it."""
     from huggingface_hub import ModelCard
 
-    for name, page in (("minitron-4b", "nvidia/Minitron-4B-Base"), ("minitron-8b", "nvidia/Minitron-8B-Base")):
+    for name, table in (("minitron-4b", "Table 3"), ("minitron-8b", "Table 2")):
         card = ModelCard(family_cards[name].read_text())
-        urls = {r.source_url for r in card.data.eval_results if "model card" in r.source_name}
-        assert urls == {f"https://huggingface.co/{page}"}
+        cited = {(r.source_name, r.source_url) for r in card.data.eval_results}
+        assert cited == {(f"arXiv:2407.14679v2 {table}", "https://arxiv.org/abs/2407.14679")}

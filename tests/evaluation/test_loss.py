@@ -90,3 +90,29 @@ def test_heldout_pair_matches_full_logit_references():
     assert got["loss"] == pytest.approx(clm_loss(s, ids).item(), rel=1e-5)
     assert got["teacher_loss"] == pytest.approx(clm_loss(t, ids).item(), rel=1e-5)
     assert got["tokens"] == 3 * 6 and heldout_pair(teacher, teacher, ids)["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_token_pair_stats_match_per_token_float64_loops():
+    """Per-position KL, NLL and top-1 against loops over positions on full float64 logits; sums against head_*."""
+    from analysis.evaluation.loss import head_kl, head_nll, token_pair_stats
+    from analysis.models.adapter import DecoderAdapter
+
+    teacher, student = tiny_model("llama"), tiny_model("llama", seed=5)
+    ids = random_ids(teacher.config.vocab_size, 3, t=7)
+    s_ad, t_ad = DecoderAdapter(student), DecoderAdapter(teacher)
+    with torch.no_grad():
+        s_normed = s_ad.backbone(input_ids=ids).last_hidden_state
+        t_normed = t_ad.backbone(input_ids=ids).last_hidden_state
+        s_logits, t_logits = student(ids).logits.double(), teacher(ids).logits.double()
+    got = token_pair_stats(s_ad, s_normed, t_ad, t_normed, ids, max_logits=5 * teacher.config.vocab_size)  # chunks of 5
+    for b in range(3):
+        for p in range(7):
+            ls, lt = torch.log_softmax(s_logits[b, p], -1), torch.log_softmax(t_logits[b, p], -1)
+            kl = sum(math.exp(lt[v]) * (lt[v] - ls[v]) for v in range(lt.numel()))
+            assert got["kl"][b, p].item() == pytest.approx(kl, abs=1e-5)
+            assert bool(got["agree"][b, p]) == (int(ls.argmax()) == int(lt.argmax()))
+            if p < 6:
+                assert got["s_nll"][b, p].item() == pytest.approx(-ls[ids[b, p + 1]].item(), abs=1e-5)
+                assert got["t_nll"][b, p].item() == pytest.approx(-lt[ids[b, p + 1]].item(), abs=1e-5)
+    assert got["s_nll"].double().sum().item() == pytest.approx(head_nll(s_ad, s_normed, ids).item(), rel=1e-6)
+    assert got["kl"].double().sum().item() == pytest.approx(head_kl(s_ad, s_normed, t_ad, t_normed).item(), rel=1e-5)

@@ -27,9 +27,10 @@ EXPECTED = {
     "01_family_overview": ["mmlu_vs_tokens", "benchmarks", "family_architecture", "pruning_methods"],
     "02_importance_maps": ["head_importance", "neuron_importance", "channel_importance", "aggregation_agreement"],
     "03_layer_sensitivity": ["layer_sensitivity", "layer_drop_curves"],
-    "04_aggregation_study": ["aggregation_study_8B", "aggregation_study_4B"],
+    "04_aggregation_study": ["aggregation_study"],
     "05_width_vs_depth": ["pruning_axes"],
     "06_distill_vs_finetune": ["distill_vs_finetune"],
+    "07_head_merging": ["head_merging"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -74,7 +75,10 @@ def test_draw_family_from_registry_alone(tmp_path):
 def test_benchmark_table_takes_the_family_from_the_registry():
     models, labels, values = family.benchmark_table()
     assert models[:3] == ["Nemotron-4 15B", "Minitron-8B-Base", "Minitron-4B-Base"]
-    assert values[1, labels.index("MMLU")] == 63.8 and values[2, labels.index("HumanEval")] == 23.3
+    assert values[1, labels.index("MMLU\n5-shot acc")] == 63.8 and values[2, labels.index("HumanEval\n0-shot pass@1")] == 23.3
+    # the paper's sixth column is TruthfulQA (0-shot mc2), not TriviaQA; every cell is filled
+    assert values[:, labels.index("TruthfulQA\n0-shot mc2")].tolist() == [40.7, 42.6, 42.9, 43.9, 42.6, 45.0]
+    assert labels[3] == "HellaSwag\n10-shot acc_norm" and not np.isnan(values).any()
 
 
 def test_cli_figures(tmp_path, run_dir):
@@ -115,3 +119,23 @@ def test_plot_functions_leave_the_callers_matplotlib_settings_alone(run_dir):
     plt.close(family.mmlu_vs_tokens().figure)
     after = dict(plt.rcParams)
     assert {k for k in before if before[k] != after[k]} == set()
+
+
+def test_ranking_stability_figure_draws_from_a_bootstrap_section(tmp_path):
+    from analysis.importance.bootstrap import bootstrap
+    from analysis.importance.results import write_run
+    from figures.stability import ranking_stability
+    from tests.helpers import SYNTHETIC, synthetic_metrics, synthetic_tensors
+
+    tensors = synthetic_tensors(SYNTHETIC)
+    metrics = synthetic_metrics(SYNTHETIC, tensors)
+    g = torch.Generator().manual_seed(0)
+    L, H, F, D = SYNTHETIC.layers, SYNTHETIC.heads, SYNTHETIC.mlp, SYNTHETIC.hidden
+    metrics["bootstrap"] = bootstrap({"heads": torch.rand(5, L, H, generator=g), "neurons": torch.rand(5, L, F, generator=g),
+                                      "channels": torch.rand(5, L, 2, D, generator=g)}, SYNTHETIC.kv_heads, iters=10)
+    run = load_run(write_run(tmp_path / "r", tensors, metrics))
+    fig, axes = plt.subplots(1, 2)
+    assert ranking_stability(run, axes=axes) is fig
+    assert "tiny-synthetic" in fig.get_suptitle() and axes[1].get_xscale() == "log"
+    plt.close(fig)
+    assert (tmp_path / "r" / "figures" / "ranking_stability.png").name in [p.name for p in draw_run(tmp_path / "r")]

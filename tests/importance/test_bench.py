@@ -99,16 +99,20 @@ def test_bench_cli_on_the_embedded_default(smol):
     assert res.code == 0, res.err
     r = json.loads(res.out)
     assert r["model"] == "smollm2-135m" and r["device"] == "cpu" and r["batch_size"] in (1, 2)
-    assert set(r["modes"]) == {"plain", "analysis"}  # eager is the plain mode when nothing is compiled
-    assert r["hooks_overhead"] > 0 and 0 < r["modes"]["plain"]["mfu"]
+    assert set(r["modes"]) == {"plain/off", "analysis/off"}  # CPU: eager only, unless asked
+    assert r["hooks_overhead"]["off"] > 0 and 0 < r["modes"]["plain/off"]["mfu"]
+    assert r["fastest"] == {"plain": "plain/off", "analysis": "analysis/off"}
     assert r["flops_per_token"] == forward_flops_per_token(smol.adapter.arch, 8)
     # projection: paper tokens at the achieved FLOP/s, with 4096-token attention
-    proj = 1024 * 4096 * forward_flops_per_token(smol.adapter.arch, 4096) / r["modes"]["analysis"]["flops_per_s"]
+    proj = 1024 * 4096 * forward_flops_per_token(smol.adapter.arch, 4096) / r["modes"]["analysis/off"]["flops_per_s"]
     assert r["projected_paper_calibration_s"] == pytest.approx(proj)
 
 
 def test_bench_table_compiled_with_dynamo_only(tiny_dir):
-    """Compiled modes on CPU (dynamo tracing, no inductor): one graph each, no graph breaks."""
+    """Every compile variant on CPU (dynamo tracing, no inductor): one graph each, no graph breaks.
+
+    Regional: one graph serves every decoder layer, with and without the hooks inside it.
+    """
     from rich.console import Console
 
     from analysis.importance.bench import BenchConfig, print_report, run_bench
@@ -116,10 +120,15 @@ def test_bench_table_compiled_with_dynamo_only(tiny_dir):
     d, _ = tiny_dir
     torch._dynamo.reset()
     r = run_bench(BenchConfig(load=LoadConfig(model=str(d), device="cpu"), seq_len=16, batch_size=2, steps=1,
-                              warmup=2, compile=True, compile_backend="eager", matmul_size=64))
-    assert set(r["modes"]) == {"plain", "analysis", "eager"}
-    for name in ("plain", "analysis"):
-        assert (r["modes"][name]["graphs"], r["modes"][name]["graph_breaks"]) == (1, 0), name
+                              warmup=2, compile="all", compile_backend="eager", matmul_size=64))
+    assert set(r["modes"]) == {f"{k}/{v}" for k in ("plain", "analysis") for v in ("off", "regional", "full")}
+    for name in ("plain/regional", "analysis/regional", "plain/full", "analysis/full"):
+        assert r["modes"][name]["graph_breaks"] == 0, name
+    assert r["modes"]["plain/regional"]["graphs"] == r["modes"]["plain/full"]["graphs"] == 1
+    assert r["modes"]["analysis/full"]["graphs"] == 1
+    # regional analysis: the shared layer graph, plus the fused boundary arithmetic once per ring depth
+    # (0 to 3 earlier states: of block sizes 1, 2, 4, 8, the 4-layer model has 1, 2, 4)
+    assert r["modes"]["analysis/regional"]["graphs"] == 1 + 4
     console = Console(record=True, width=140)
     print_report(r, console)
     assert "hooks overhead" in console.export_text()
@@ -147,11 +156,24 @@ def test_compiled_calibration_one_graph_same_numbers(tiny_dir, tmp_path, backend
     """5 samples in batches of 2: the last batch is padded, so all three calls share one graph."""
     d, _ = tiny_dir
     torch._dynamo.reset()
-    compiled = load_run(run_analysis(_cfg(d, compile=True, compile_backend=backend), out=tmp_path / "c"))
-    eager = load_run(run_analysis(_cfg(d, compile=False), out=tmp_path / "e"))
-    assert compiled.metrics["timings"]["compile"] | {"break_reasons": []} == {
-        "backend": backend, "graphs": 1, "graph_breaks": 0, "break_reasons": []}
+    compiled = load_run(run_analysis(_cfg(d, compile="full", compile_backend=backend), out=tmp_path / "c"))
+    eager = load_run(run_analysis(_cfg(d, compile="off"), out=tmp_path / "e"))
+    assert {k: compiled.metrics["timings"]["compile"][k] for k in ("mode", "backend", "graphs", "graph_breaks")} == {
+        "mode": "full", "backend": backend, "graphs": 1, "graph_breaks": 0}
+    assert eager.metrics["timings"]["compile"]["mode"] == "off"
     _assert_same_tensors(compiled, eager, rtol=1e-4 if backend == "inductor" else 1e-5)
+
+
+def test_regional_calibration_shares_one_layer_graph_same_numbers(tiny_dir, tmp_path):
+    """Regional: the decoder layers share one compiled graph with the hooks traced in; numbers as eager."""
+    d, _ = tiny_dir
+    torch._dynamo.reset()
+    regional = load_run(run_analysis(_cfg(d, compile="regional", compile_backend="eager"), out=tmp_path / "r"))
+    eager = load_run(run_analysis(_cfg(d, compile="off"), out=tmp_path / "e"))
+    info = regional.metrics["timings"]["compile"]
+    # the shared layer graph, plus the fused boundary arithmetic once per ring depth (0, 1 or 2 earlier states)
+    assert info["mode"] == "regional" and info["graph_breaks"] == 0 and info["graphs"] == 1 + 3
+    _assert_same_tensors(regional, eager)
 
 
 def test_random_tokens_and_auto_batch_size(tiny_dir, tmp_path):

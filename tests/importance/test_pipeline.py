@@ -259,3 +259,58 @@ def test_bad_batch_size(tiny_dir):
     d, _ = tiny_dir
     with pytest.raises(MinitronError, match="batch-size"):
         run_analysis(_cfg(d, batch_size=0))
+
+
+def _mlp_inputs(model, ids) -> dict[int, list[torch.Tensor]]:
+    """Per layer, per sample: the MLP's input (the pre-MLP norm's output), float64 (T, D)."""
+    ad, store, hooks = DecoderAdapter(model), {}, []
+    for i in range(ad.num_layers):
+        hooks.append(ad.norms(i)[1].register_forward_hook(
+            lambda m, a, o, i=i: store.setdefault(i, []).append(o[0].detach().double())))
+    with torch.no_grad():
+        for row in ids:
+            model(row[None])
+    for h in hooks:
+        h.remove()
+    return store
+
+
+@pytest.mark.parametrize("family", ["nemotron", "llama"])
+def test_pre_and_post_activation_neuron_sites(family, tiny_dirs, smol, tmp_path):
+    """Pre-activation = x W1^T (plain: up_proj; gated: gate_proj only); post = the activation the down projection reads.
+
+    Reference: the MLP input captured at the norm and multiplied by the weights in float64 here.
+    """
+    model_dir, model = tiny_dirs[family]
+    pre = load_run(run_analysis(_cfg(model_dir, pre_activation=True, sensitivity=False), out=tmp_path / "pre"))
+    post = load_run(run_analysis(_cfg(model_dir, sensitivity=False), out=tmp_path / "post"))
+    ad, calib = DecoderAdapter(model), build_splits(smol.tokenizer, DATA).calib
+    for i, xs in _mlp_inputs(model, calib).items():
+        mlp = ad.mlp(i)
+        if family == "llama":  # gated: down(silu(x Wg^T) * x Wu^T)
+            first = [x @ mlp.gate_proj.weight.double().T for x in xs]
+            act = [torch.nn.functional.silu(f) * (x @ mlp.up_proj.weight.double().T) for f, x in zip(first, xs)]
+        else:  # plain: down(relu(x Wu^T)^2)
+            first = [x @ mlp.up_proj.weight.double().T for x in xs]
+            act = [torch.relu(f).square() for f in first]
+        torch.testing.assert_close(pre.tensors["neurons"][i].double(), _naive_importance(first, "l2", "mean"),
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(post.tensors["neurons"][i].double(), _naive_importance(act, "l2", "mean"),
+                                   rtol=1e-5, atol=1e-6)
+    site = pre.metrics["neuron_importance"]
+    assert site["site"].endswith("gate_proj" if family == "llama" else "up_proj") and "X W1^T" in site["choice"]
+    assert "Model Optimizer" in post.metrics["neuron_importance"]["choice"]
+    assert post.metrics["config"]["pre_activation"] is False and pre.metrics["config"]["pre_activation"] is True
+
+
+def test_metrics_record_both_perplexity_protocols(run, smol):
+    res, model = run
+    protocols = res.metrics["eval"]["protocols"]
+    assert protocols["hf-stride"]["loss"] == res.metrics["eval"]["loss"]
+    ev = build_splits(smol.tokenizer, DATA).eval
+    lm = protocols["lm-eval"]
+    assert lm["scored"] == ev.numel() == lm["tokens"]  # every held-out token, the first from the BOS/EOS prefix
+    from analysis.evaluation.perplexity import heldout_lm_eval
+
+    assert lm["token_perplexity"] == pytest.approx(heldout_lm_eval(model, smol.tokenizer, ev).token_perplexity, rel=1e-5)
+    assert {"word_perplexity", "byte_perplexity", "bits_per_byte"} <= set(lm)

@@ -76,3 +76,39 @@ def test_cli_models_json():
             "params_non_embedding"} <= set(e)
     assert e["params_total"] == 8271699968 and e["aliases"] == ["8B", "minitron-8b-base"]
     assert e["architecture"]["layers"] == 32 and e["architecture"]["rotary_fraction"] == 0.5
+
+
+# --- published evaluation metadata --------------------------------------------------------------------
+# The paper's settings (arXiv:2407.14679 evaluation section), typed here independently of the registry:
+# benchmark -> (shots, lm-eval metric). The sixth benchmark is TruthfulQA, not TriviaQA.
+PAPER_SETTINGS = {"winogrande": (5, "acc"), "arc_c": (25, "acc_norm"), "mmlu": (5, "acc"), "hellaswag": (10, "acc_norm"),
+                  "gsm8k": (5, "acc"), "truthfulqa": (0, "mc2"), "xlsum": (3, "rougeL"), "mbpp": (0, "pass@1"),
+                  "humaneval": (0, "pass@1")}
+# Table 2 (15B, 8B) and Table 3 (4B) of arXiv v2, in the tables' column order.
+PAPER_SCORES = {"nemotron-4-15b": (83.6, 58.8, 66.6, 84.6, 48.5, 40.7, 32.0, 38.0, 35.4),
+                "minitron-8b": (79.0, 52.6, 63.8, 80.7, 51.3, 42.6, 31.2, 35.2, 31.6),
+                "minitron-4b": (74.0, 50.9, 58.6, 75.0, 24.1, 42.9, 29.5, 28.2, 23.3)}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SCORES))
+def test_published_evals_carry_the_papers_shots_metrics_and_tables(name):
+    evals = get(name).evals
+    assert [e.benchmark for e in evals] == list(PAPER_SETTINGS)  # the tables' column order
+    assert tuple(e.value for e in evals) == PAPER_SCORES[name]
+    for e in evals:
+        assert (e.shots, e.metric) == PAPER_SETTINGS[e.benchmark], e.task
+    table = "Table 3" if name == "minitron-4b" else "Table 2"
+    assert {e.source for e in evals} == {f"arXiv:2407.14679v2 {table}"}
+    assert "triviaqa" not in json.dumps(get(name).to_json()).lower()
+
+
+def test_lm_eval_task_names_exist_in_the_harness():
+    pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from analysis.models.registry import BENCHMARKS
+
+    known = set(TaskManager().all_tasks)
+    for key, b in BENCHMARKS.items():
+        assert b["lm_eval"] is None or b["lm_eval"] in known, key
+    assert BENCHMARKS["xlsum"]["lm_eval"] is None  # the paper's own addition to the harness

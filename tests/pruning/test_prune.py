@@ -36,8 +36,8 @@ def _random_importance(arch, seed: int = 3) -> Importance:
                       neurons=torch.rand(arch.layers, arch.mlp, generator=g), depth=torch.rand(arch.layers, generator=g))
 
 
-def _prune(model, target: PruneTarget, imp: Importance | None = None):
-    pruned = prune_model(model, target, imp or _random_importance(DecoderAdapter(model).arch))
+def _prune(model, target: PruneTarget, imp: Importance | None = None, head_merge: bool = True):
+    pruned = prune_model(model, target, imp or _random_importance(DecoderAdapter(model).arch), head_merge=head_merge)
     return pruned.model, pruned.plan
 
 
@@ -82,8 +82,9 @@ def _reference(model, plan, hd: int):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_matches_hand_sliced_reference(family):
+    """Plain slicing (head merging off; tests/pruning/test_merge.py checks the merge against its own reference)."""
     model = tiny_model(family)
-    pruned, plan = _prune(model, PruneTarget(hidden=20, ffn=24, heads=2, layers=3))
+    pruned, plan = _prune(model, PruneTarget(hidden=20, ffn=24, heads=2, layers=3), head_merge=False)
     ref = AutoModelForCausalLM.from_config(pruned.config, dtype=torch.float32).eval()
     missing, unexpected = ref.load_state_dict(_reference(model, plan, 8), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied head follows the embedding
@@ -199,3 +200,61 @@ def test_shapes_transformers_would_reject_fail_before_work():
     assert check_exportable(resolve_target(get("15B").arch, PruneTarget(hidden=4096, heads=48))).hidden == 4096
     with pytest.raises(MinitronError, match=r"hidden size \(480\)"):
         dry_run(PruneConfig(load=LoadConfig(model="smollm2-135m"), target=PruneTarget(hidden=480)))
+
+
+# --- three disjoint splits: the analysis selects on its windows, perplexity is measured on others -----
+def _token_spans(windows: list[int], seq_len: int) -> list[tuple[int, int]]:
+    return [(w * seq_len, (w + 1) * seq_len) for w in windows]
+
+
+def _disjoint(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
+    """Naive pairwise check, independent of ``analysis.data.check_disjoint``."""
+    return all(x1 <= y0 or y1 <= x0 for x0, x1 in a for y0, y1 in b)
+
+
+def test_prune_on_the_fly_measures_perplexity_off_the_selection_windows(tiny_dirs, smol, tmp_path, monkeypatch):
+    from analysis.data import DataConfig, read_stream
+    from analysis.evaluation.loss import heldout
+    from analysis.importance.results import load_run
+    from analysis.pruning.pipeline import prune
+
+    monkeypatch.chdir(tmp_path)  # the on-the-fly analysis caches under ./runs
+    directory, teacher = tiny_dirs["llama"]
+    data = DataConfig(seq_len=16, calib_samples=6, eval_samples=4, test_samples=5, seed=2)
+    _, _, recipe = prune(PruneConfig(load=LoadConfig(model=str(directory), device="cpu"), target=PruneTarget(layers=3),
+                                     depth_metric="drop-loss", data=data, batch_size=4))
+    run = load_run(recipe["importance_run"]).metrics["data"]
+    splits = recipe["splits"]
+    assert splits["importance"]["selection"]["windows"] == run["eval_windows"]  # drop losses were measured there
+    assert splits["importance"]["calibration"]["windows"] == run["calib_windows"]
+    test = splits["evaluation"]["windows"]
+    assert len(test) == 5 and "checked in tokens" in splits["disjoint"]
+    for used in (run["eval_windows"], run["calib_windows"]):
+        assert _disjoint(_token_spans(test, 16), _token_spans(used, 16))
+    # the reported perplexity is the teacher's on exactly the recorded evaluation windows
+    stream, _ = read_stream(smol.tokenizer, data)
+    ids = stream[: len(stream) // 16 * 16].view(-1, 16)[test]
+    assert recipe["ppl_before"] == pytest.approx(heldout(teacher, ids).perplexity, rel=1e-6)
+
+
+def test_prune_with_a_run_cut_at_another_length_avoids_its_windows(tiny_dirs, tmp_path):
+    from analysis.data import DataConfig
+    from analysis.importance.pipeline import AnalysisConfig, run_analysis
+    from analysis.importance.results import load_run
+    from analysis.pruning.pipeline import prune
+
+    directory, _ = tiny_dirs["nemotron"]
+    load = LoadConfig(model=str(directory), device="cpu")
+    run_dir = run_analysis(AnalysisConfig(load=load, data=DataConfig(seq_len=24, calib_samples=100, eval_samples=50,
+                                                                     seed=5), block_sizes=(1,), batch_size=50,
+                                          sensitivity=False), out=tmp_path / "run")
+    run = load_run(run_dir).metrics["data"]
+    data = DataConfig(seq_len=16, calib_samples=0, eval_samples=0, test_samples=80, seed=0)
+    _, _, recipe = prune(PruneConfig(load=load, target=PruneTarget(ffn=24), run=str(run_dir), data=data, batch_size=8))
+    test = _token_spans(recipe["splits"]["evaluation"]["windows"], 16)
+    assert len(test) == 80
+    assert _disjoint(test, _token_spans(run["calib_windows"] + run["eval_windows"], 24))
+    # without the run's windows to avoid, the same seed would have picked some of them: the check did work
+    from analysis.data import make_splits
+    plain = make_splits(torch.arange(run["stream_tokens"]), data).meta["test_windows"]
+    assert not _disjoint(_token_spans(plain, 16), _token_spans(run["calib_windows"] + run["eval_windows"], 24))

@@ -131,6 +131,27 @@ def test_mismatched_vocab_and_shared_weights_fail_cleanly(tmp_path):
     assert not (tmp_path / "v").exists()
 
 
+# --- windows: training and held-out never meet, nor held-out and the pruning analysis -----------------
+def test_training_splits_keep_held_out_windows_off_training_and_pruning_windows(smol):
+    from analysis.data import DataConfig, make_splits, read_stream, split_record
+    from analysis.training.pipeline import training_splits
+
+    data = DataConfig(seed=4, eval_samples=3)
+    stream, _ = read_stream(smol.tokenizer, data)
+    # the student's pruning analysis cut the same text at length 24 (a recipe's splits.importance)
+    used = split_record(make_splits(stream, DataConfig(seq_len=24, calib_samples=900, eval_samples=300, seed=9))
+                        .meta, ("calib", "eval"))
+    cfg = replace(TINY_CFG, steps=50, eval_samples=30)
+    s = training_splits(smol.tokenizer, data, cfg, avoid=used)
+    T = cfg.seq_len
+    train, test = set(s.meta["calib_windows"]), s.meta["test_windows"]
+    assert len(train) == 50 * 4 and len(test) == 30 and not train & set(test)
+    assert not set(s.meta["eval_windows"]) & train  # the selection windows are skipped, not trained on
+    taken = [(w * 24, (w + 1) * 24) for w in used["calibration"]["windows"] + used["selection"]["windows"]]
+    assert all(b1 <= a0 or a1 <= b0 for w in test for a0, a1 in [(w * T, (w + 1) * T)] for b0, b1 in taken)
+    assert torch.equal(s.test[0], stream[test[0] * T:(test[0] + 1) * T])
+
+
 # --- command line ---------------------------------------------------------------------------------
 def test_cli_mismatched_vocab_is_one_line_error(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path / "t")
@@ -158,4 +179,4 @@ def test_cli_distill_writes_a_model_directory(tmp_path, smol):
     assert (tmp_path / "out" / "model" / "prune_recipe.json").exists()  # carried for the card
     assert (tmp_path / "out" / "model" / "distill.json").exists() and (tmp_path / "out" / "model" / "README.md").exists()
     record = json.loads((tmp_path / "out" / "distill.json").read_text())
-    assert record["teacher"]["kind"] == "directory" and record["data"]["eval_windows"]
+    assert record["teacher"]["kind"] == "directory" and len(record["splits"]["evaluation"]["windows"]) == 2

@@ -1,0 +1,260 @@
+"""Teacher against student on the same held-out windows: what compression cost, and where.
+
+Per token (``analysis.evaluation.loss.token_pair_stats``): KL(teacher || student), top-1 agreement and
+both models' next-token loss; summarised as means with 95% intervals over windows
+(``analysis.evaluation.intervals``), by position, and as the tokens whose loss rose most (decoded with
+their context). Per layer: linear CKA (``analysis.evaluation.similarity``) between the teacher's and the
+student's residual streams, every boundary against every boundary, and at matched depth (a depth-pruned
+student's kept layers from its ``prune_recipe.json``).
+
+Windows: the held-out split of ``analysis.data``. By default the student's own held-out protocol is
+used (source, window length, count and seed from its ``distill.json``, else its ``prune_recipe.json``),
+so the compared windows are never text the student was calibrated or trained on. CKA uses at most
+``cka_tokens`` tokens drawn at random (seeded) from positions 1..T-1: the first position of a window
+carries outsized activations in most LLMs and would dominate linear CKA.
+
+A distilled student is compared together with the pruned model it started from (``distill.json`` names
+it): the ``distillation`` section gives, per metric, distilled minus pruned-only with its paired interval.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from analysis.core.errors import MinitronError
+from analysis.core.provenance import now, versions
+from analysis.data import DataConfig, build_splits
+from analysis.evaluation.divergence import (
+    Side,
+    cka_mask,
+    cka_section,
+    collect,
+    distillation_effect,
+    summarize,
+    worst_tokens,
+)
+from analysis.evaluation.loss import PROTOCOL
+from analysis.models.adapter import DecoderAdapter
+from analysis.models.loading import LoadConfig, LoadedModel, load_model
+
+RESULT = "compare.json"
+TOKENS = "tokens.safetensors"
+RECIPE = "prune_recipe.json"  # written by analysis.pruning.export: the kept teacher layers
+DISTILL = "distill.json"  # written by analysis.training.pipeline: the student it started from, its windows
+WINDOW_KEYS = ("source", "seq_len", "eval_samples", "seed")
+PROVENANCE = ("name", "ref", "kind", "weights_fingerprint", "params")  # of each model, in compare.json
+SPLIT_META = ("eval_windows", "eval_sha256", "stream_tokens", "text_sha256")  # which windows, exactly
+DEFAULT_WINDOWS = DataConfig(seq_len=128, calib_samples=0, eval_samples=8)  # when the student records none
+
+
+@dataclass
+class CompareConfig:
+    """One ``compare`` job."""
+
+    teacher: LoadConfig  # the reference model
+    student: LoadConfig  # the compressed model
+    baseline: LoadConfig | None = None  # a second student (default: the pruned model a distilled student began as)
+    windows: dict = field(default_factory=dict)  # explicit source / seq_len / eval_samples / seed (see resolve_data)
+    batch_size: int = 4  # windows per forward
+    cka_tokens: int = 1024  # tokens for CKA (random positions 1..T-1)
+    worst: int = 20  # tokens listed by loss increase
+    context: int = 16  # tokens of context decoded before each listed token
+    seed: int = 0  # CKA token draw and bootstrap
+    iters: int = 2000  # bootstrap replicates of every interval
+
+
+# --- what the student's directory records -----------------------------------------------------------
+def _read(model_ref: str, name: str) -> dict | None:
+    path = Path(model_ref) / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise MinitronError(f"{path}: not valid JSON") from None
+
+
+def student_records(model_ref: str) -> dict:
+    """What a student directory says about itself: kept layers, teacher, held-out windows, starting model."""
+    recipe, distill = _read(model_ref, RECIPE) or {}, _read(model_ref, DISTILL) or {}
+    windows = (distill.get("data") or {}).get("config")
+    origin = "distill.json"
+    if not windows and recipe.get("ppl_data"):
+        windows, origin = recipe["ppl_data"], "prune_recipe.json"
+    start = (distill.get("student") or {}).get("ref")
+    return {"kept_layers": recipe.get("kept_layers"), "teacher": recipe.get("teacher"),
+            "windows": windows, "windows_from": origin if windows else None,
+            "started_from": start, "role": "distilled" if distill else "pruned" if recipe else "student"}
+
+
+def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str]:
+    """The held-out windows: the student's recorded ones (else ``DEFAULT_WINDOWS``), with ``cfg.windows`` on top.
+
+    Returns the data config and a sentence saying where it came from, warning when explicit settings
+    leave the student's held-out protocol (those windows may include text it was calibrated or trained on).
+    """
+    unknown = set(cfg.windows) - set(WINDOW_KEYS)
+    if unknown:
+        raise ValueError(f"unknown window settings {sorted(unknown)}")
+    w = records.get("windows") or {}
+    inherited = {k: w[k] for k in WINDOW_KEYS if k in w}
+    data = replace(DEFAULT_WINDOWS, **{**inherited, **cfg.windows})
+    if not inherited:
+        return data, "the command's settings (the student records no held-out windows)"
+    if any(inherited.get(k) != v for k, v in cfg.windows.items()) and not (
+            set(cfg.windows) == {"eval_samples"} and cfg.windows["eval_samples"] <= inherited.get("eval_samples", 0)):
+        return data, (f"the command's settings, which differ from the student's held-out windows "
+                      f"({records['windows_from']}): some windows may be text it was calibrated or trained on")
+    return data, f"the student's held-out windows ({records['windows_from']})"
+
+
+# --- the job ------------------------------------------------------------------------------------------
+def label(ref: str) -> str:
+    """A short name for a model reference: the registry name, else the directory (a distill run's ``model/``
+    is named by its run folder)."""
+    from analysis.models.registry import lookup
+
+    spec = lookup(ref)
+    if spec is not None:
+        return spec.name
+    path = Path(ref).expanduser()
+    return f"{path.parent.name}-{path.stem}" if path.stem == "model" and path.parent.name else path.stem
+
+
+def _baseline(cfg: CompareConfig, records: dict) -> LoadConfig | None:
+    """The explicit baseline, else the pruned model a distilled student started from (when it still exists)."""
+    if cfg.baseline is not None:
+        return cfg.baseline
+    start = records["started_from"]
+    if records["role"] == "distilled" and start and (Path(start) / "config.json").is_file():
+        return replace(cfg.student, model=start)
+    return None
+
+
+def _load_sides(cfg: CompareConfig, records: dict) -> tuple[LoadedModel, list[Side]]:
+    teacher = load_model(cfg.teacher)
+    sides = [Side("student", load_model(cfg.student), records)]
+    base = _baseline(cfg, records)
+    if base is not None:
+        sides.append(Side("baseline", load_model(base), student_records(base.model)))
+    for side in sides:
+        if side.lm.model.config.vocab_size != teacher.model.config.vocab_size:
+            raise MinitronError(f"{side.lm.name} has a vocabulary of {side.lm.model.config.vocab_size} tokens and "
+                                f"{teacher.name} of {teacher.model.config.vocab_size}: they must share a tokenizer")
+    return teacher, sides
+
+
+def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool = False, console=None) -> Path:
+    """Compare, write ``compare.json`` + ``tokens.safetensors`` into the run directory, and return it.
+
+    Default directory: ``runs/compare/<student>-vs-<teacher>/``. The output is checked before any work.
+    """
+    from safetensors.torch import save_file
+
+    from analysis.core.io import check_output, output_dir, write_json
+
+    t0 = time.perf_counter()
+    records = student_records(cfg.student.model)
+    default = Path("runs") / "compare" / f"{label(cfg.student.model)}-vs-{label(cfg.teacher.model)}"
+    run_dir = Path(out) if out else default
+    check_output(run_dir, force)
+    data, windows_from = resolve_data(cfg, records)
+    if console and "differ" in windows_from:
+        console.print(f"warning: windows are {windows_from}")
+    teacher, sides = _load_sides(cfg, records)
+    tokenizer = teacher.tokenizer or sides[0].lm.tokenizer
+    if tokenizer is None:
+        raise MinitronError("neither the teacher nor the student has a tokenizer: the windows cannot be cut")
+    models = [teacher.model] + [s.lm.model for s in sides]
+    positions = [getattr(m.config, "max_position_embeddings", None) for m in models]
+    splits = build_splits(tokenizer, data, min((p for p in positions if p), default=None))
+    ids = splits.eval
+    t_load = time.perf_counter() - t0
+    mask = cka_mask(ids.shape[0], ids.shape[1], cfg.cka_tokens, cfg.seed)
+    t_states = collect(teacher, sides, ids, mask, cfg.batch_size)
+    L_t = DecoderAdapter(teacher.model).num_layers
+    stats = {side.label: side.tensors() for side in sides}
+    teacher_nll = stats["student"]["t_nll"]
+    doc = {"kind": "compare", "created": now(), "measured_by": "Minitron Lab (python cli.py compare)",
+           "teacher": {k: teacher.provenance.get(k) for k in PROVENANCE},
+           "students": {}, "distillation": None,
+           "windows": {"from": windows_from, "data": asdict(data), "split": "eval (held-out)",
+                       **{k: splits.meta.get(k) for k in SPLIT_META}},
+           "protocol": PROTOCOL + "; KL(teacher || student) and top-1 agreement at all T positions; intervals: "
+                       "95% percentile bootstrap over windows (paired for differences)",
+           "config": {k: v for k, v in asdict(cfg).items() if k not in ("teacher", "student", "baseline", "data")}}
+    tensors = {"ids": ids, "teacher.nll": teacher_nll}
+    for side in sides:
+        t = stats[side.label]
+        summary = {"label": label(side.lm.provenance["ref"])} | summarize(side, t, teacher_nll, cfg.iters, cfg.seed)
+        summary["cka"], matrix = cka_section(t_states, side, L_t)
+        summary["worst_tokens"] = worst_tokens(t, teacher_nll, ids, tokenizer, cfg.worst, cfg.context)
+        doc["students"][side.label] = summary
+        tensors |= {f"{side.label}.{k}": t[k].float() if k != "agree" else t[k].to(torch.uint8)
+                    for k in ("kl", "agree", "s_nll")} | {f"{side.label}.cka": matrix}
+    if "baseline" in stats:
+        doc["distillation"] = distillation_effect(stats["baseline"], stats["student"], cfg.iters, cfg.seed)
+    doc["versions"] = versions()
+    doc["timings"] = {"load_s": t_load, "compare_s": time.perf_counter() - t0 - t_load,
+                      "total_s": time.perf_counter() - t0}
+    with output_dir(run_dir, "compare") as stage:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(stage / TOKENS))
+        write_json(stage / RESULT, doc)
+    if console:
+        print_summary(doc, console)
+    return run_dir
+
+
+def print_summary(doc: dict, console) -> None:
+    """One row per student: loss (teacher's), KL, top-1 agreement, matched CKA, concentration; then distillation."""
+    from rich.table import Table
+
+    def fmt(iv: dict, digits: int = 3) -> str:
+        return f"{iv['value']:.{digits}f} [{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]"
+
+    table = Table(title=f"compare with {doc['teacher']['name']} on {doc['windows']['data']['source']} "
+                        f"({doc['windows']['data']['eval_samples']} x {doc['windows']['data']['seq_len']} tokens)")
+    for col in ("student", "loss (teacher)", "loss increase", "KL(t||s)", "top-1 agreement", "CKA matched",
+                "top 10% tokens"):
+        table.add_column(col, justify="left" if col == "student" else "right")
+    for s in doc["students"].values():
+        conc = s["concentration"].get("top_0.1")
+        table.add_row(f"{s['label']} ({s['role']})", f"{s['loss']['value']:.3f} ({s['teacher_loss']['value']:.3f})",
+                      fmt(s["loss_increase"]), fmt(s["kl"]), fmt(s["top1_agreement"]),
+                      f"{s['cka']['matched_mean']:.3f}" if s["cka"]["matched_mean"] is not None else "-",
+                      f"{conc:.0%} of the increase" if conc is not None else "-")
+    console.print(table)
+    if doc["distillation"]:
+        d = doc["distillation"]
+        console.print("distillation (distilled − pruned-only, 95% interval over windows): " + ", ".join(
+            f"{k} {v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+            + ("" if v["direction"] != "none" else " (no direction)")
+            for k, v in d.items()))
+
+
+@dataclass
+class CompareResult:
+    """A compare run read back: the summary document and the per-token tensors."""
+
+    path: Path
+    doc: dict
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def sides(self) -> list[str]:
+        return list(self.doc["students"])
+
+
+def load_compare(path: str | Path) -> CompareResult:
+    """Read a directory written by ``run_compare``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / RESULT).is_file() or not (path / TOKENS).is_file():
+        raise MinitronError(f"{path}: not a compare run (needs {RESULT} and {TOKENS})")
+    return CompareResult(path, json.loads((path / RESULT).read_text()), load_file(str(path / TOKENS)))
