@@ -61,8 +61,8 @@ step tiny-prune 90 "${CLI[@]}" prune --model "$WORK/tiny" --run "$WORK/tiny-run"
   --layers 6 --depth-metric drop-loss --eval-samples 4 --seq-len 256 --out "$WORK/tiny-pruned"
 step tiny-distill 90 "${CLI[@]}" distill --teacher "$WORK/tiny" --student "$WORK/tiny-pruned" --steps 5 --seq-len 256 \
   --batch-size 4 --eval-samples 4 --eval-every 0 --out "$WORK/tiny-distilled"
-step tiny-search 90 "${CLI[@]}" search --model "$WORK/tiny" --params 16M --tolerance 0.2 --rank --run "$WORK/tiny-run" \
-  --eval-samples 4 --seq-len 256
+step tiny-search 120 "${CLI[@]}" search --model "$WORK/tiny" --params 8B --rank --run "$WORK/tiny-run" \
+  --retrain-steps 2 --eval-samples 4 --seq-len 256
 echo "total $(( $(date +%s) - T0 ))s" >> "$WORK/steps.tsv"
 
 "$PY" benchmarks/gpu_table.py "$WORK" "$OUT" | tee "$OUT/table.txt"

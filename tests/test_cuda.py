@@ -45,8 +45,9 @@ def test_prune_on_cuda_matches_cpu(family):
 def test_search_rank_on_cuda_matches_cpu():
     model = tiny_model("llama")
     arch = DecoderAdapter(model).arch
-    space = SearchSpace(layers=(3, 4), heads=(2, 4), mlp_factors=(0.5, 1.0), hidden=(16, 32), budget=arch.params()["total"])
-    cands = enumerate_candidates(arch, space.budget, space, tolerance=0.3)
+    space = SearchSpace(name="tiny", layers=(3, 4), heads=(2, 4), mlp_factors=(0.5, 1.0), mlp_ratio=1.0, hidden=(16, 32),
+                        budget=arch.params()["total"])
+    cands = enumerate_candidates(arch, space, tolerance=0.3)
     ids = random_ids(arch.vocab, 2, t=8)
     cpu = rank(model, cands, _importance(arch), ids)
     gpu = rank(copy.deepcopy(model).cuda(), cands, _importance(arch), ids)
