@@ -454,7 +454,7 @@ def evaluate(
                      paper_settings=paper_settings, limit=limit, batch_size=batch_size, include=tuple(include or ()),
                      allow_code_execution=allow_code_execution)
     run_dir = run_evaluate(cfg, out=out, force=force, console=_wide())
-    console.print(f"results: {run_dir}")
+    say(f"results: {run_dir}")
 
 
 @app.command()
@@ -500,8 +500,8 @@ def compare(
         from figures.render import draw_compare
 
         written = draw_compare(run_dir)
-        console.print(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
-    console.print(f"results: {run_dir}")
+        say(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
+    say(f"results: {run_dir}")
 
 
 @app.command()
@@ -676,7 +676,7 @@ def _count(n: float) -> str:
 @app.command()
 def experiment(
     name: Annotated[str | None, typer.Argument(
-        help="all, layer-drop, aggregation, pruning-axes or distill-vs-finetune")] = None,
+        help="all, layer-drop, aggregation, pruning-axes, head-merge or distill-vs-finetune")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", callback=checked(V.SEEDS),
                                               help="window draws (and training orders); default 3")] = None,
     small: Annotated[bool, typer.Option("--small", help="CI scale: a ~5M-parameter cut of the default, seconds")] = False,
@@ -694,14 +694,14 @@ def experiment(
 
         changed = update_readme(readme, out, check=check)
         if check and changed:
-            console.print(f"{readme} is out of date with {out}: run python cli.py experiment --report", soft_wrap=True)
+            say(f"{readme} is out of date with {out}: run python cli.py experiment --report")
             raise typer.Exit(1)
-        console.print(f"{readme}: results section {'rewritten' if changed else 'already up to date'}", soft_wrap=True)
+        say(f"{readme}: results section {'rewritten' if changed else 'already up to date'}")
         return
+    from analysis.experiments.runner import EXPERIMENTS, resolve_names, run_experiments
+
     if name is None:
-        raise MinitronError("name an experiment (all, layer-drop, aggregation, pruning-axes, distill-vs-finetune) "
-                            "or pass --report")
-    from analysis.experiments.runner import resolve_names, run_experiments
+        raise MinitronError(f"name an experiment (all, {', '.join(EXPERIMENTS)}) or pass --report")
     from analysis.experiments.setup import scale
 
     sc = scale(small)
@@ -710,7 +710,7 @@ def experiment(
                                 console=console, estimate_only=estimate):
         print(path)
     if not estimate:
-        console.print("README: python cli.py experiment --report")
+        say("README: python cli.py experiment --report")
 
 
 # --- running a command: one line per failure, never a traceback (unless --debug) ----------------------

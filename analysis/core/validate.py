@@ -90,7 +90,7 @@ BOOTSTRAP = Bound(0, 1_000_000)  # resamples for a stability estimate (0: off)
 INTERVAL_ITERS = Bound(1, 1_000_000)  # bootstrap replicates of an interval (one at least)
 TRAIN_STEPS = Bound(0, 10_000_000)  # training steps where 0 means "evaluate only" (search --retrain-steps 0)
 STRIDE = Bound(1, 1 << 20)  # tokens between window starts (<= --seq-len, checked with it)
-MAX_CHARS = Bound(1, 1 << 40)  # characters of text read (an empty text scores nothing)
+MAX_CHARS = Bound(1, 10**11)  # characters of text read (an empty text scores nothing)
 SHOTS = Bound(0, 1000)  # few-shot examples per prompt
 LIMIT = Bound(1, 1 << 31)  # documents per task
 CKA_TOKENS = Bound(2, 8192)  # tokens in linear CKA: two to centre; (layers+1) n x n float64 Gram matrices per model
