@@ -214,3 +214,44 @@ def both(*planters):
 # --- templates -------------------------------------------------------------------------------------
 def template(text: str | bytes, name: str = "card.j2"):
     return text_file(name, text if isinstance(text, bytes) else text.encode())
+
+
+# --- the commands of issues 11, 12 and 14: perplexity, search, evaluate, compare, experiment ----------------
+def other_vocab(name: str = "other"):
+    """A tiny model whose vocabulary is 64 tokens larger than the shared one's (another tokenizer's model)."""
+    def plant(w: Path, a: Assets) -> None:
+        from analysis.models.loading import save_safetensors
+        from tests.helpers import tiny_model
+
+        model = tiny_model("llama", vocab=json.loads((a.tiny / "config.json").read_text())["vocab_size"] + 64)
+        (w / name).mkdir()
+        model.config.save_pretrained(w / name)
+        save_safetensors(model, w / name)
+    return plant
+
+
+def student_record(name: str, text: str):
+    """A copy of the tiny model (``{m}``) holding a record a student directory carries (prune_recipe.json,
+    distill.json) with ``text`` as its contents."""
+    def plant(w: Path, a: Assets) -> None:
+        (model_copy(w, a) / name).write_text(text)
+    return plant
+
+
+def eval_run(text: str, model: str = "smollm2-135m"):
+    """An evaluate run filed under runs/<model>/eval-damaged/ whose evaluation.json holds ``text``."""
+    def plant(w: Path, a: Assets) -> None:
+        user_file(w / "runs" / model / "eval-damaged" / "evaluation.json", text)
+    return plant
+
+
+README_WITH_MARKERS = "# Results\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n"
+
+
+def experiment_results(files: dict[str, str], readme: str = README_WITH_MARKERS):
+    """A results folder ``res/`` with ``name -> contents`` and a README.md whose section --report rewrites."""
+    def plant(w: Path, a: Assets) -> None:
+        for name, text in files.items():
+            user_file(w / "res" / name, text)
+        user_file(w / "README.md", readme)
+    return plant

@@ -95,6 +95,7 @@ def test_the_table_covers_the_issue():
     """At least the 130 cases the issue describes, every command, each category."""
     assert len(CASES) >= 130 and len({c.id for c in CASES}) == len(CASES)
     commands = {c.argv[0] for c in CASES}
-    assert {"analyze", "bench", "distill", "prune", "search", "card", "figures"} <= commands
+    assert {"analyze", "bench", "distill", "prune", "search", "card", "figures", "perplexity", "evaluate", "compare",
+            "experiment"} <= commands
     for prefix in ("range-", "model-", "data-", "out-", "run-", "ckpt-", "exec-", "tpl-", "card-", "usage-"):
         assert any(c.id.startswith(prefix) for c in CASES), prefix
