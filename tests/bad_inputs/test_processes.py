@@ -39,9 +39,12 @@ def _interrupt(args: list[str], cwd: Path, started: str, timeout: float = 300) -
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_analyze_saves_a_checkpoint_and_resume_finishes_it(tiny_dirs, tmp_path, monkeypatch):
+def test_ctrl_c_during_analyze_saves_a_checkpoint_and_resume_finishes_it(tiny_dirs, tmp_path, monkeypatch,
+                                                                          one_thread):
     model = tiny_dirs["llama"][0]
-    args = ["analyze", "--model", str(model), "--samples", "300", "--eval-samples", "2", "--seq-len", "16",
+    # 3000 windows: a few seconds of calibration even where the collector is fast (300 took 0.5 s, and the
+    # signal, sent 0.5 s after the bar appears, then landed after the loop)
+    args = ["analyze", "--model", str(model), "--samples", "3000", "--eval-samples", "2", "--seq-len", "16",
             "--batch-size", "1", "--block-sizes", "1", "--no-figures", "--device", "cpu", "--out", "run"]
     code, err = _interrupt(args, tmp_path, "calibration:")
     lines = [line for line in err.splitlines() if line.startswith("error:")]
