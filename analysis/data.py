@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 
 DEFAULT_SOURCE = "pydoc"
@@ -56,6 +57,11 @@ class DataConfig:
     text_field: str = "text"  # field read from .jsonl records and datasets
     max_chars: int | None = None  # read at most this many characters (None: everything)
 
+    def __post_init__(self):
+        V.check_fields(self, {"seq_len": ("--seq-len", V.SEQ_LEN), "calib_samples": ("--samples", V.SAMPLES_OR_NONE),
+                              "eval_samples": ("--eval-samples", V.SAMPLES_OR_NONE),
+                              "test_samples": ("--eval-samples", V.SAMPLES_OR_NONE), "seed": ("--seed", V.SEED)})
+
 
 ROLES = {"calib": "calibration", "eval": "selection", "test": "evaluation"}  # split -> its one job
 
@@ -75,17 +81,38 @@ def pydoc_documents() -> list[str]:
     return [topics[k] for k in sorted(topics)]
 
 
+def read_text_file(path: Path) -> str:
+    """A text file's contents, strictly UTF-8: a binary or differently encoded file is named, never
+    decoded into replacement characters (which would then be measured as if they were text)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MinitronError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if b"\x00" in raw[:1 << 16]:
+        raise MinitronError(f"{path}: a binary file (NUL bytes), not UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MinitronError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            "convert it first, e.g. iconv -t utf-8") from None
+
+
 def _file_documents(path: Path, field: str) -> list[str]:
-    if path.suffix == ".jsonl":
-        docs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)[field])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise MinitronError(f"{path}:{n}: not a JSON object with a '{field}' field") from None
-        return docs
-    return [path.read_text(encoding="utf-8", errors="replace")]
+    text = read_text_file(path)
+    if path.suffix != ".jsonl":
+        return [text]
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                value = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                raise MinitronError(f"{path}:{n}: not a JSON object with a '{field}' field") from None
+            if not isinstance(value, str):
+                raise MinitronError(f"{path}:{n}: the '{field}' field is {type(value).__name__}, not text")
+            docs.append(value)
+    return docs
 
 
 def _hf_documents(spec: str, field: str) -> list[str]:
@@ -112,6 +139,9 @@ def load_documents(cfg: DataConfig) -> list[str]:
     src = cfg.source
     if src == DEFAULT_SOURCE:
         docs = pydoc_documents()
+    elif not Path(src).expanduser().exists() and _looks_like_path(src):
+        raise MinitronError(f"--data {src}: no such file or directory (a source is pydoc, random, a .txt/.jsonl "
+                            "file or folder, or a Hugging Face dataset name[:config][@split])")
     elif Path(src).expanduser().exists():
         path = Path(src).expanduser()
         files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
@@ -124,6 +154,11 @@ def load_documents(cfg: DataConfig) -> list[str]:
     if not docs:
         raise MinitronError(f"data source '{src}' holds no text")
     return docs
+
+
+def _looks_like_path(src: str) -> bool:
+    """A source that can only be meant as a local path: ./, /, ~, or a .txt/.jsonl name."""
+    return src.startswith((".", "/", "~")) or Path(src).suffix in (".txt", ".jsonl", ".json", ".csv", ".md")
 
 
 def corpus_text(cfg: DataConfig) -> str:
@@ -169,11 +204,9 @@ def make_splits(stream: torch.Tensor, cfg: DataConfig, source_meta: dict | None 
 
     ``exclude``: (start, end) token spans of this stream the evaluation split must not touch.
     """
-    if cfg.seq_len < 2:
-        raise MinitronError(f"--seq-len must be at least 2, got {cfg.seq_len}")
-    sizes = (cfg.calib_samples, cfg.eval_samples, cfg.test_samples)
-    if min(sizes) < 0 or sum(sizes) == 0:
-        raise MinitronError("ask for at least one calibration, selection or evaluation sample (none negative)")
+    sizes = (cfg.calib_samples, cfg.eval_samples, cfg.test_samples)  # each checked >= 0 by DataConfig
+    if sum(sizes) == 0:
+        raise MinitronError("--samples, --eval-samples and the evaluation windows are all 0: ask for at least one window")
     n_windows = len(stream) // cfg.seq_len
     needed = sum(sizes)
     if n_windows < needed:

@@ -5,11 +5,11 @@ Templates only format what is here; nothing in a card is typed by hand except ou
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.core.errors import MinitronError
+from analysis.core.io import read_json
 from analysis.importance.results import RunResult, latest_run, load_run
 from analysis.models.loading import directory_fingerprint
 from analysis.models.registry import MODELS, Architecture, EvalResult, ModelSpec, lookup
@@ -17,6 +17,7 @@ from cards.facts import PublishedFacts, facts_for
 from cards.measured import Measured, measured_for
 
 PRUNE_RECIPE = "prune_recipe.json"
+DISTILL_RECORD = "distill.json"
 ACTIVATIONS = {"relu2": "squared ReLU", "silu": "SiLU (gated)", "gelu": "GELU"}
 NORMS = {"layernorm1p": "LayerNorm1P (weight + 1, with bias)", "rmsnorm": "RMSNorm"}
 FAMILY_TAGS = ("nvidia", "minitron", "nemotron", "pruning", "distillation", "pytorch")
@@ -67,6 +68,7 @@ class RunSummary:
     total_s: float | None
     architecture: dict = field(default_factory=dict)  # shape of the analysed model
     figures: list[Figure] = field(default_factory=list)
+    weights_note: str = ""  # how the analysed weights were stored (a quantized GGUF), when not plain floats
     stability: dict | None = None  # ranking stability (analyze --bootstrap), condensed for one line
 
 
@@ -82,7 +84,31 @@ class PruneInfo:
     aggregation: str
     ppl_before: float | None = None
     ppl_after: float | None = None
+    ppl_data: dict | None = None  # which windows the perplexities were measured on
+    teacher_weights: dict | None = None  # the teacher's source format (a quantized GGUF), if recorded
     head_merge: dict | None = None  # analysis.pruning.merge.describe(): enabled, applied, pairs or reason
+
+
+@dataclass
+class DistillInfo:
+    """distill.json of a distilled model directory: what training ran and what it measured."""
+
+    mode: str  # distill, finetune or distill+clm
+    steps: int
+    tokens_seen: int
+    teacher: str  # the teacher's name
+    before: dict  # held-out loss, ppl, kl before training
+    after: dict  # ... after the last step
+    seq_len: int
+    eval_windows: int
+    data_source: str
+
+    @property
+    def teacher_ppl(self) -> float:
+        """The teacher's held-out perplexity on the same windows, exp(teacher loss)."""
+        import math
+
+        return math.exp(self.after["teacher_loss"])
 
 
 @dataclass
@@ -110,6 +136,16 @@ class CardData:
     figures: list[Figure] = field(default_factory=list)  # family figures (registry models only)
     tags: list[str] = field(default_factory=list)
     source_dir: Path | None = None  # model directory the card was built from
+    distill: DistillInfo | None = None  # distill.json of a distilled directory
+    instruct: bool = False  # the model itself was instruction-tuned by its authors
+    from_instruct: bool = False  # cut (and maybe distilled) from an instruction-tuned model
+    weights_note: str = ""  # how the weights this card describes were stored, when quantized
+
+    @property
+    def tuning(self) -> str:
+        """base, instruct, or derived (cut from an instruction-tuned model: whether it still follows
+        instructions was not measured)."""
+        return "instruct" if self.instruct else ("derived" if self.from_instruct else "base")
 
     @property
     def params(self) -> dict[str, int]:
@@ -184,11 +220,30 @@ def _arch_value(a: Architecture, key: str) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def quantization_note(source_format: dict | None, whose: str = "its") -> str:
+    """One sentence on weights read from a quantized GGUF (from the provenance record), '' otherwise."""
+    import re
+
+    if not isinstance(source_format, dict) or not source_format.get("quantization"):
+        return ""
+    q = source_format["quantization"]
+    types = source_format.get("tensor_types") or {}
+    bits = re.match(r"[IQ]+(\d)", q)
+    share = f"{types[q]} of its {sum(types.values())} tensors are" if q in types else "its tensors are"
+    return (f"Minitron Lab reads {whose} weights from the GGUF file {source_format.get('file', '')}, where {share} "
+            f"stored as {q}{f' ({bits.group(1)}-bit)' if bits else ''}, and dequantizes them to "
+            f"{source_format.get('dequantized_to', 'float32')}: every number measured on them is that of the "
+            "quantized model, not of the original release")
+
+
 def summarize_run(run: RunResult) -> RunSummary:
-    """The card's view of an analysis run: headline numbers, ranked layers, provenance."""
+    """The card's view of an analysis run: headline numbers, ranked layers, provenance.
+
+    A run made without sensitivity has no drop losses: its layer ranking is left empty, not invented.
+    """
     m = run.metrics
     layers = m.get("layers", [])
-    by_drop = sorted(layers, key=lambda r: r["drop_loss"])
+    by_drop = sorted((r for r in layers if "drop_loss" in r), key=lambda r: r["drop_loss"])
     best = []
     for size, b in sorted(m.get("blocks", {}).items(), key=lambda kv: int(kv[0])):
         if b.get("loss"):
@@ -202,7 +257,8 @@ def summarize_run(run: RunResult) -> RunSummary:
         most_important=[r["layer"] for r in by_drop[::-1][:3]], best_blocks=best,
         spearman=m.get("rank_agreement", {}).get("spearman_bi_vs_drop_loss"),
         versions=m.get("versions", {}), total_s=m.get("timings", {}).get("total_s"),
-        architecture=m.get("architecture", {}), stability=stability_summary(m.get("bootstrap")),
+        architecture=m.get("architecture", {}), weights_note=quantization_note(m["model"].get("source_format")),
+        stability=stability_summary(m.get("bootstrap")),
     )
 
 
@@ -236,7 +292,22 @@ def from_spec(spec: ModelSpec, runs_root: str | Path = "runs", run: RunResult | 
         measured=measured_for(runs_root, spec.name, None, list(spec.evals), teacher.name if teacher else None),
         analysis=summarize_run(run) if run else None,
         tags=list(FAMILY_TAGS if family else ("minitron-lab", "pytorch")),
+        instruct=spec.instruct, from_instruct=bool(teacher and teacher.instruct),
+        weights_note=_registry_weights_note(spec),
     )
+
+
+def _registry_weights_note(spec: ModelSpec) -> str:
+    """How Minitron Lab reads a registry model's weights, when that is a quantized GGUF."""
+    if not spec.gguf:
+        return ""
+    from analysis.models.gguf_cache import gguf_source, locate_gguf
+
+    try:
+        return quantization_note(gguf_source(locate_gguf(spec)))
+    except MinitronError:  # package not installed: the card still says what the registry ships
+        return (f"Minitron Lab reads its weights from {spec.gguf.split(':')[1]} (a quantized GGUF, per its file "
+                "name) and dequantizes them to float32")
 
 
 def read_recipe(model_dir: Path) -> PruneInfo | None:
@@ -244,11 +315,27 @@ def read_recipe(model_dir: Path) -> PruneInfo | None:
     path = model_dir / PRUNE_RECIPE
     if not path.exists():
         return None
+    raw = read_json(path, "prune recipe")
     try:
-        raw = json.loads(path.read_text())
         return PruneInfo(**{k: raw.get(k) for k in PruneInfo.__dataclass_fields__})
-    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+    except (TypeError, AttributeError) as exc:
         raise MinitronError(f"{path}: not a valid prune recipe ({type(exc).__name__}: {exc})") from None
+
+
+def read_distill(model_dir: Path) -> DistillInfo | None:
+    """distill.json of a distilled model directory (written by ``distill``), or None."""
+    path = model_dir / DISTILL_RECORD
+    if not path.exists():
+        return None
+    raw = read_json(path, "distillation record")
+    try:
+        cfg, final = raw["config"], raw["final"]
+        return DistillInfo(mode=raw["mode"], steps=int(cfg["steps"]), tokens_seen=int(raw["tokens_seen"]),
+                           teacher=(raw.get("teacher") or {}).get("name", "the teacher"), before=final["before"],
+                           after=final["after"], seq_len=int(cfg["seq_len"]), eval_windows=int(cfg["eval_samples"]),
+                           data_source=(raw.get("data") or {}).get("source", "?"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MinitronError(f"{path}: not a valid distillation record ({type(exc).__name__}: {exc})") from None
 
 
 def read_architecture(model_dir: Path) -> Architecture:
@@ -259,33 +346,51 @@ def read_architecture(model_dir: Path) -> Architecture:
 
     if not (model_dir / "config.json").exists():
         raise MinitronError(f"{model_dir}: not a model directory (no config.json)")
+    from analysis.models.checks import check_config
+
+    check_config(model_dir / "config.json")
     try:
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise MinitronError(f"{model_dir}/config.json: unreadable ({str(exc).splitlines()[0]})") from None
-    return from_hf_config(config)
+    try:
+        return from_hf_config(config)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MinitronError(f"{model_dir}/config.json: not a decoder config this toolkit reads "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
 def from_directory(model_dir: str | Path, runs_root: str | Path = "runs", final: str | Path | None = None) -> CardData:
-    """Card data of a local (e.g. pruned) model directory from config.json and prune_recipe.json.
-
-    ``final`` names the directory's eventual location when ``model_dir`` is a staging copy.
+    """Card data of a local (e.g. pruned, distilled) model directory from config.json, prune_recipe.json
+    and distill.json. ``final`` names the directory's eventual location when ``model_dir`` is a staging copy.
     """
     model_dir = Path(model_dir).resolve()
     home = Path(final).resolve() if final else model_dir
-    arch, recipe = read_architecture(model_dir), read_recipe(model_dir)
-    teacher = lookup(recipe.teacher) if recipe and recipe.teacher else None
+    arch, recipe, trained = read_architecture(model_dir), read_recipe(model_dir), read_distill(model_dir)
+    teacher_name = recipe.teacher if recipe and recipe.teacher else (trained.teacher if trained else "")
+    teacher = lookup(teacher_name) if teacher_name else None
     run = latest_run(home.name, runs_root)
     licence = teacher.license if teacher else ""
+    weights = (recipe.teacher_weights if recipe else None) or _distill_teacher_weights(model_dir)
     return CardData(
         name=_directory_name(home), display_name=_directory_name(home), arch=arch, role="pruned" if recipe else "model",
         usage_path=str(home), license=licence, license_link=teacher.license_link if teacher else "",
-        teacher=teacher, teacher_name=(teacher.display_name if teacher else (recipe.teacher if recipe else "")),
-        description=_directory_description(recipe, arch), prune=recipe, analysis=summarize_run(run) if run else None,
+        teacher=teacher, teacher_name=(teacher.display_name if teacher else teacher_name),
+        description=_directory_description(recipe, trained, arch), prune=recipe, distill=trained,
+        analysis=summarize_run(run) if run else None,
         measured=measured_for(runs_root, None, directory_fingerprint(model_dir), [],
-                              teacher.name if teacher else (recipe.teacher if recipe else None)),
-        tags=["minitron-lab", "pruned" if recipe else "local", "pytorch"], source_dir=home,
+                              teacher.name if teacher else (teacher_name or None)),
+        tags=["minitron-lab", "pruned" if recipe else "local", *(["distilled"] if trained else []), "pytorch"],
+        source_dir=home, from_instruct=bool(teacher and teacher.instruct),
+        weights_note=quantization_note(weights, "the teacher's"),
     )
+
+
+def _distill_teacher_weights(model_dir: Path) -> dict | None:
+    path = model_dir / DISTILL_RECORD
+    if not path.exists():
+        return None
+    return (read_json(path, "distillation record").get("teacher") or {}).get("source_format")
 
 
 def _directory_name(home: Path) -> str:
@@ -293,11 +398,16 @@ def _directory_name(home: Path) -> str:
     return f"{home.parent.name}-{home.name}" if home.name == "model" and home.parent.name else home.name
 
 
-def _directory_description(recipe: PruneInfo | None, arch: Architecture) -> str:
+def _directory_description(recipe: PruneInfo | None, trained: DistillInfo | None, arch: Architecture) -> str:
     if recipe is None:
-        return "A local decoder checkpoint described from its config.json."
-    params = recipe.params or arch.params()["total"]  # a hand-made recipe may omit the count
-    return f"{recipe.teacher or 'A teacher'} pruned by Minitron Lab to {params / 1e6:,.1f}M parameters."
+        text = "A local decoder checkpoint described from its config.json."
+    else:
+        params = recipe.params or arch.params()["total"]  # a hand-made recipe may omit the count
+        text = f"{recipe.teacher or 'A teacher'} pruned by Minitron Lab to {params / 1e6:,.1f}M parameters."
+    if trained and recipe is None:  # a pruned card's overview says it next to the pruning
+        how = "fine-tuned on next-token prediction" if trained.mode == "finetune" else "healed by logit distillation"
+        text += f" Then {how} from {trained.teacher} for {trained.steps} steps ({trained.tokens_seen:,} tokens)."
+    return text
 
 
 def build(model: str, runs_root: str | Path = "runs") -> CardData:

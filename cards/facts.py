@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CARD_URL = "https://huggingface.co/nvidia/Minitron-8B-Base"
+HUB_URL = "https://huggingface.co"
 PAPER_URL = "https://arxiv.org/abs/2407.14679"
 SECURITY_URL = "https://www.nvidia.com/en-us/support/submit-security-vulnerability/"
 MMLU_URL = "https://arxiv.org/abs/2009.03300"
@@ -65,6 +65,15 @@ FACTS: dict[str, PublishedFacts] = {
     "minitron-8b": PublishedFacts(**_STUDENT, card_heads=48),
     "minitron-4b": PublishedFacts(**_STUDENT, card_heads=32),  # the paper's table and the count say 24
 }
+
+
+def source_url(source: str) -> str:
+    """Where a published number can be checked: the Hugging Face page named in the source
+    ("Minitron model card (nvidia/Minitron-4B-Base)"), else the paper."""
+    import re
+
+    page = re.search(r"\(([\w.-]+/[\w.-]+)\)", source)
+    return f"{HUB_URL}/{page.group(1)}" if page and "model card" in source else PAPER_URL
 
 
 def facts_for(name: str) -> PublishedFacts | None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.core.errors import one_line, warn
 from analysis.evaluation.benchmarks import paper_task
 from analysis.evaluation.intervals import paired_difference
-from analysis.evaluation.results import find_evaluations, interval, load_evaluation
+from analysis.evaluation.results import RESULT, find_evaluations, interval, load_evaluation
 from analysis.models.registry import BENCHMARKS, EvalResult
 
 
@@ -64,11 +65,15 @@ def measurements(root: str | Path, name: str | None = None, fingerprint: str | N
     seen, out = set(), []
     for run in find_evaluations(root, name=name, fingerprint=fingerprint):
         doc, samples = load_evaluation(run)
-        for task, t in doc["tasks"].items():
-            if task in seen or not isinstance(t.get("value"), (int, float)):
-                continue
-            seen.add(task)
-            out.append((_entry(task, t, doc, run), samples.get(task, {})))
+        try:
+            entries = [(_entry(task, t, doc, run), samples.get(task, {})) for task, t in doc["tasks"].items()
+                       if task not in seen and isinstance(t.get("value"), (int, float))]
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            warn(f"skipping a damaged evaluate run: {run / RESULT}: a task entry is incomplete "
+                 f"({type(exc).__name__}: {one_line(exc)})")
+            continue
+        seen |= {m.task for m, _ in entries}
+        out += entries
     return sorted(out, key=lambda m: m[0].task)
 
 

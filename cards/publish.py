@@ -1,4 +1,10 @@
-"""Card directories: data + figures + rendered text, written atomically."""
+"""Card directories: data + figures + rendered text, written atomically under the output contract.
+
+``write_cards`` (the ``card`` command) checks every target before drawing anything: a new or empty
+directory, one minitron-lab made (a pruned model's directory, whose README.md it wrote), or, with
+``force``, any directory, where only the card's own files are replaced. A README.md or figure that
+the user put there is never overwritten without ``force``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 from analysis.core.errors import MinitronError
+from analysis.core.io import check_output
 from cards.data import CardData, Figure, build, from_directory
-from cards.render import render, save, to_html
+from cards.render import load_template, render, save, to_html
 
 DEFAULT_OUT = Path("cards/out")
 FAMILY = ("15B", "8B", "4B")  # --all
@@ -39,20 +46,42 @@ def _figures(written: list[Path], stage: Path) -> list[Figure]:
             for p in written if p.suffix == ".png"]
 
 
+def _family_figures(card: CardData) -> bool:
+    return card.role in ("teacher", "student")
+
+
 def attach_figures(card: CardData, stage: Path) -> dict[str, Path]:
     """Draw the card's figures into ``stage/figures`` and record them on ``card``; returns files to copy."""
-    from figures.render import draw_family, draw_run
+    from analysis.importance.results import load_run
+    from figures.render import render_family, render_run
 
     written = []
-    if card.role in ("teacher", "student"):
-        family = draw_family(stage / "figures")
+    if _family_figures(card):
+        family = render_family(stage / "figures")
         card.figures = _figures(family, stage)
         written += family
     if card.analysis:
-        run = draw_run(card.analysis.path, stage / "figures")
+        run = render_run(load_run(card.analysis.path), stage / "figures")
         card.analysis.figures = _figures(run, stage)
         written += run
     return {str(p.relative_to(stage)): p for p in written}
+
+
+def card_files(card: CardData, fmt: str) -> list[str]:
+    """The files a card writes into its directory (known before anything is drawn)."""
+    from safetensors import safe_open
+
+    from analysis.importance.results import TENSORS
+    from figures.render import FAMILY_FIGURES, FORMATS, RUN_FIGURES
+
+    if fmt == "html":
+        return ["card.html"]
+    names = list(FAMILY_FIGURES) if _family_figures(card) else []
+    if card.analysis:
+        with safe_open(str(Path(card.analysis.path) / TENSORS), "pt") as f:
+            have = set(f.keys())
+        names += [n for n, (needs, _) in RUN_FIGURES.items() if set(needs) <= have]
+    return ["README.md"] + [f"figures/{n}.{e}" for n in names for e in FORMATS]
 
 
 def write_card(card: CardData, out_dir: str | Path, template: str | Path | None = None, fmt: str = "md") -> Path:
@@ -69,20 +98,24 @@ def write_card(card: CardData, out_dir: str | Path, template: str | Path | None 
 
 
 def write_cards(models: list[str], out: str | Path | None = None, template=None, fmt: str = "md",
-                runs_root: str | Path = "runs") -> list[Path]:
+                runs_root: str | Path = "runs", force: bool = False) -> list[Path]:
     """Cards for registry names/aliases or model directories; each into ``out/<name>/``.
 
-    A single model directory without ``out`` gets its card written into the directory itself.
+    A single model directory without ``out`` gets its card written into the directory itself. Every
+    model is resolved and every target checked (``check_output``) before anything is drawn or written.
     """
-    cards = [build(m, runs_root) for m in models]  # resolve every model before writing anything
-    written = []
+    if fmt not in FORMATS:
+        raise MinitronError(f"unknown --format '{fmt}'; choose from {', '.join(FORMATS)}")
+    load_template(template)  # a missing file or a syntax error costs nothing
+    cards = [build(m, runs_root) for m in models]
+    targets = []
     for card in cards:
         if out is None and card.source_dir is not None:
             target = card.source_dir
         else:
             target = Path(out or DEFAULT_OUT) / card.name if (len(cards) > 1 or out is None) else Path(out)
-        written.append(write_card(card, target, template, fmt))
-    return written
+        targets.append(check_output(target, force, card_files(card, fmt)))
+    return [write_card(card, target, template, fmt) for card, target in zip(cards, targets)]
 
 
 def write_card_for_directory(model_dir: str | Path, runs_root: str | Path = "runs",

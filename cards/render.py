@@ -1,4 +1,5 @@
-"""Render card data through jinja2 templates (always sandboxed) and save cards atomically.
+"""Render card data through jinja2 templates (always sandboxed, time- and size-limited: ``cards.sandbox``)
+and save cards atomically.
 
 ``render()`` returns text; ``save()`` writes a card directory; neither does the other's job.
 """
@@ -15,10 +16,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from analysis.core.errors import MinitronError
-from analysis.core.io import staged_files
+from analysis.core.io import output_files
 from analysis.models.registry import MODELS
 from cards import facts as F
 from cards.data import CardData
+from cards.sandbox import Sandbox, TemplateLimitError, render_limited
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAIN = "modelcard.md.j2"
@@ -26,13 +28,6 @@ SECTIONS = ("overview", "license", "architecture", "usage", "training", "evaluat
             "limitations", "ethics", "analysis")
 HF_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "llama3", "llama3.1", "gemma", "openrail"}
 LICENSE_TITLES = {"nvidia-open-model-license": "NVIDIA Open Model License Agreement (June 2024)"}
-
-
-class Sandbox(SandboxedEnvironment):
-    """jinja2's sandbox, but an unsafe attribute fails at once instead of rendering as an empty string."""
-
-    def unsafe_undefined(self, obj, attribute):
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
 
 def environment(extra_dir: Path | None = None) -> SandboxedEnvironment:
@@ -50,7 +45,7 @@ def eval_results(card: CardData) -> list:
                        dataset_name=e.task, dataset_config=e.dataset_config or None,
                        dataset_args={"num_few_shot": e.shots}, metric_type=e.metric,
                        metric_value=e.value, metric_name=f"{e.task} {e.metric} ({e.shots}-shot)",
-                       source_name=e.source, source_url=F.CARD_URL if "model card" in e.source else F.PAPER_URL)
+                       source_name=e.source, source_url=F.source_url(e.source))
             for e in card.evals] + measured_results(card)
 
 
@@ -101,20 +96,42 @@ def context(card: CardData) -> dict:
     }
 
 
-def render(card: CardData, template: str | Path | None = None) -> str:
-    """The card as Markdown text; ``template`` is a user template file (rendered in the sandbox)."""
+def load_template(template: str | Path | None = None) -> jinja2.Template:
+    """Our main template or a user's template file, parsed (syntax errors surface here, before any work)."""
     path = Path(template) if template else None
     if path is not None and not path.is_file():
         raise MinitronError(f"template {path}: no such file")
     env = environment(path.parent if path else None)
     name = path.name if path else MAIN
     try:
-        return tidy(env.get_template(name).render(**context(card)))
+        return env.get_template(name)
     except jinja2.TemplateSyntaxError as exc:
         raise MinitronError(f"template {exc.filename or name}:{exc.lineno}: syntax error: {exc.message}") from None
+    except UnicodeDecodeError:
+        raise MinitronError(f"template {path or name}: not UTF-8 text") from None
+    except jinja2.TemplateError as exc:
+        raise MinitronError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def render(card: CardData, template: str | Path | None = None) -> str:
+    """The card as Markdown text; ``template`` is a user template file (rendered in the limited sandbox)."""
+    tpl = load_template(template)
+    name = tpl.name or MAIN
+    try:
+        return tidy(render_limited(tpl, context(card)))
+    except jinja2.TemplateSyntaxError as exc:  # an included template
+        raise MinitronError(f"template {exc.filename or name}:{exc.lineno}: syntax error: {exc.message}") from None
+    except TemplateLimitError as exc:
+        raise MinitronError(f"template {name}: stopped by the sandbox's limits: {_one_line(exc)}") from None
     except SecurityError as exc:
         raise MinitronError(f"template {name}: refused by the sandbox: {_one_line(exc)}") from None
     except jinja2.TemplateError as exc:
+        raise MinitronError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
+    except RecursionError:
+        raise MinitronError(f"template {name}: stopped by the sandbox's limits: recursion too deep") from None
+    except MemoryError:
+        raise MinitronError(f"template {name}: stopped: it asked for more memory than the machine has") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
         raise MinitronError(f"template {name}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
@@ -150,12 +167,13 @@ def to_html(markdown: str, card_dir: Path, title: str) -> str:
 
 
 def save(text: str, out_dir: str | Path, files: dict[str, Path] | None = None, name: str = "README.md") -> Path:
-    """Write ``out_dir/name`` and ``files`` (relative name -> staged file) atomically.
+    """Write ``out_dir/name`` and ``files`` (relative name -> staged file) atomically, recorded in the marker.
 
     Everything is staged next to ``out_dir`` first, then moves into place one rename per file, the
-    card last; other files in ``out_dir`` (a model's weights) stay.
+    card last; other files in ``out_dir`` (a model's weights) stay. Check the target first
+    (``cards.publish.write_cards`` does).
     """
-    with staged_files(out_dir, last=name) as stage:
+    with output_files(out_dir, "card", last=name) as stage:
         (stage / name).write_text(text, encoding="utf-8")
         for rel, src in (files or {}).items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)

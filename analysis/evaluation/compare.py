@@ -19,14 +19,15 @@ it): the ``distillation`` section gives, per metric, distilled minus pruned-only
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from analysis.core.errors import MinitronError
+from analysis.core import validate as V
+from analysis.core.errors import MinitronError, one_line, warn
+from analysis.core.io import read_json
 from analysis.core.provenance import now, versions
 from analysis.data import DataConfig, build_splits
 from analysis.evaluation.divergence import (
@@ -67,16 +68,26 @@ class CompareConfig:
     seed: int = 0  # CKA token draw and bootstrap
     iters: int = 2000  # bootstrap replicates of every interval
 
+    def __post_init__(self):
+        V.check_fields(self, {"batch_size": ("--batch-size", V.BATCH), "cka_tokens": ("--cka-tokens", V.CKA_TOKENS),
+                              "worst": ("--worst", V.WORST), "context": ("context", V.WORST),
+                              "seed": ("seed", V.SEED), "iters": ("iters", V.INTERVAL_ITERS)})
+        unknown = set(self.windows) - set(WINDOW_KEYS)
+        if unknown:
+            raise MinitronError(f"unknown window settings {sorted(unknown)}; choose from {', '.join(WINDOW_KEYS)}")
+        replace(DEFAULT_WINDOWS, **self.windows)  # --seq-len, --eval-samples, --seed: checked by DataConfig
+
 
 # --- what the student's directory records -----------------------------------------------------------
 def _read(model_ref: str, name: str) -> dict | None:
     path = Path(model_ref) / name
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise MinitronError(f"{path}: not valid JSON") from None
+    what = {RECIPE: "pruning recipe", DISTILL: "distillation record"}.get(name, "record")
+    doc = read_json(path, what)  # a damaged record is named, never skipped
+    if not isinstance(doc, dict):
+        raise MinitronError(f"{path}: corrupt {what}: not an object")
+    return doc
 
 
 def student_records(model_ref: str) -> dict:
@@ -156,7 +167,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     """
     from safetensors.torch import save_file
 
-    from analysis.core.io import check_output, output_dir, write_json
+    from analysis.core.io import check_output, finite_or_none, output_dir, write_json
 
     t0 = time.perf_counter()
     records = student_records(cfg.student.model)
@@ -164,8 +175,8 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     run_dir = Path(out) if out else default
     check_output(run_dir, force)
     data, windows_from = resolve_data(cfg, records)
-    if console and "differ" in windows_from:
-        console.print(f"warning: windows are {windows_from}")
+    if "differ" in windows_from:
+        warn(f"windows are {windows_from}")
     teacher, sides = _load_sides(cfg, records)
     tokenizer = teacher.tokenizer or sides[0].lm.tokenizer
     if tokenizer is None:
@@ -202,6 +213,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     doc["versions"] = versions()
     doc["timings"] = {"load_s": t_load, "compare_s": time.perf_counter() - t0 - t_load,
                       "total_s": time.perf_counter() - t0}
+    doc = finite_or_none(doc)  # an undefined ratio (no loss increase to share, a constant layer's CKA): null
     with output_dir(run_dir, "compare") as stage:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(stage / TOKENS))
         write_json(stage / RESULT, doc)
@@ -255,6 +267,19 @@ def load_compare(path: str | Path) -> CompareResult:
     from safetensors.torch import load_file
 
     path = Path(path)
+    from safetensors import SafetensorError
+
     if not (path / RESULT).is_file() or not (path / TOKENS).is_file():
         raise MinitronError(f"{path}: not a compare run (needs {RESULT} and {TOKENS})")
-    return CompareResult(path, json.loads((path / RESULT).read_text()), load_file(str(path / TOKENS)))
+    doc = read_json(path / RESULT, "compare record")
+    if not isinstance(doc, dict) or not isinstance(doc.get("students"), dict) or not doc["students"]:
+        raise MinitronError(f"{path / RESULT}: corrupt compare record: no 'students' section")
+    try:
+        tensors = load_file(str(path / TOKENS))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MinitronError(f"{path / TOKENS}: corrupt compare tensors ({one_line(exc)})") from None
+    missing = [k for k in ("ids", "teacher.nll", *(f"{s}.{t}" for s in doc["students"] for t in ("kl", "cka")))
+               if k not in tensors]
+    if missing:
+        raise MinitronError(f"{path / TOKENS}: corrupt compare tensors: no {', '.join(missing)}")
+    return CompareResult(path, doc, tensors)

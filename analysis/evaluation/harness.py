@@ -31,8 +31,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
-from analysis.core.io import check_output, output_dir, write_json
+from analysis.core.io import check_output, check_writable, finite_or_none, output_dir, write_json
 from analysis.core.provenance import now, versions
 from analysis.evaluation.benchmarks import PaperTask, checked_paper_task
 from analysis.evaluation.results import RESULT, RUN_PREFIX, SAMPLES, print_results
@@ -57,6 +58,11 @@ class EvalConfig:
     include: tuple[str, ...] = ()  # extra folders of lm-eval task YAMLs
     allow_code_execution: bool = False  # tasks that execute model-written code (MBPP, HumanEval)
     bootstrap_iters: int = 1000  # lm-eval's bootstrap for the standard error of non-mean metrics
+
+    def __post_init__(self):
+        V.check_fields(self, {"num_fewshot": ("--num-fewshot", V.SHOTS), "limit": ("--limit", V.LIMIT),
+                              "batch_size": ("--batch-size", V.BATCH),
+                              "bootstrap_iters": ("bootstrap_iters", V.INTERVAL_ITERS)})
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,6 @@ def resolve(cfg: EvalConfig) -> list[TaskRequest]:
         raise MinitronError("--tasks is empty; name at least one task (e.g. minitron_facts)")
     if cfg.paper_settings and cfg.num_fewshot is not None:
         raise MinitronError("--paper-settings sets the shots of each benchmark; drop --num-fewshot")
-    if cfg.num_fewshot is not None and cfg.num_fewshot < 0:
-        raise MinitronError(f"--num-fewshot must be 0 or more, got {cfg.num_fewshot}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise MinitronError(f"--limit must be at least 1, got {cfg.limit}")
     out = []
     for name in cfg.tasks:
         path = Path(name).expanduser()
@@ -342,6 +344,8 @@ def evaluate(cfg: EvalConfig, out: str | Path | None = None, force: bool = False
     requests = resolve(cfg)
     if out is not None:
         check_output(out, force)  # before any work
+    else:
+        check_writable("runs")  # runs/<model>/eval-<key>/ is known only once the weights are read
     tm = task_manager(requests, cfg.include)
     lm = load_model(cfg.load)
     lm_eval_version = version("lm_eval")
@@ -365,6 +369,7 @@ def evaluate(cfg: EvalConfig, out: str | Path | None = None, force: bool = False
         "timings": {"load_s": t_load, "evaluate_s": time.perf_counter() - t0 - t_load,
                     "total_s": time.perf_counter() - t0},
     }
+    doc, samples = finite_or_none(doc), finite_or_none(samples)  # an undefined statistic is null, never NaN
     with output_dir(run_dir, "evaluate") as stage:
         write_json(stage / RESULT, doc)
         write_json(stage / SAMPLES, samples)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.evaluation.loss import IGNORE, targets_nll
 from analysis.models.adapter import DecoderAdapter
@@ -232,6 +233,15 @@ class PerplexityJob:
     stride: int | None = None  # hf-stride only (None: seq_len)
     batch_size: int = 4
 
+    def __post_init__(self):
+        """Protocols and sizes, checked before any text is read or model loaded."""
+        for name in self.protocols:
+            V.check_choice("--protocol", name, PROTOCOLS)
+        V.check_fields(self, {"seq_len": ("--seq-len", V.SEQ_LEN), "stride": ("--stride", V.STRIDE),
+                              "batch_size": ("--batch-size", V.BATCH)})
+        if self.stride is not None and "hf-stride" in self.protocols and self.stride > self.seq_len:
+            raise MinitronError(f"--stride must be in [1, --seq-len {self.seq_len}], got {self.stride}")
+
 
 def run_perplexity(job: PerplexityJob, progress: bool = False) -> dict:
     """Load the model, read the text, score it under every protocol: the perplexity.json document."""
@@ -241,11 +251,6 @@ def run_perplexity(job: PerplexityJob, progress: bool = False) -> dict:
     from analysis.data import check_context, corpus_text
     from analysis.models.loading import load_model
 
-    for name in job.protocols:
-        if name not in PROTOCOLS:
-            raise MinitronError(f"unknown --protocol '{name}'; choose from {', '.join(PROTOCOLS)}")
-    if job.stride is not None and "hf-stride" in job.protocols and not 0 < job.stride <= job.seq_len:
-        raise MinitronError(f"--stride must be in [1, --seq-len {job.seq_len}], got {job.stride}")
     text = corpus_text(job.data)  # a bad source fails before the model loads
     loaded = load_model(job.load)
     if loaded.tokenizer is None:

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from analysis.core.errors import MinitronError
+from analysis.core.errors import MinitronError, warn
+from analysis.core.io import read_json
 
 RESULT = "evaluation.json"
 SAMPLES = "samples.json"
@@ -41,21 +41,30 @@ def print_results(doc: dict, console) -> None:
 
 
 def load_evaluation(path: str | Path) -> tuple[dict, dict]:
-    """(evaluation.json, samples.json) of an evaluate run directory."""
+    """(evaluation.json, samples.json) of an evaluate run directory; a damaged one is named in one line."""
     path = Path(path)
     if not (path / RESULT).is_file():
         raise MinitronError(f"{path}: not an evaluate run (no {RESULT})")
-    samples = json.loads((path / SAMPLES).read_text()) if (path / SAMPLES).is_file() else {}
-    return json.loads((path / RESULT).read_text()), samples
+    doc = read_json(path / RESULT, "evaluation record")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), dict) for k in ("model", "tasks", "settings")):
+        raise MinitronError(f"{path / RESULT}: corrupt evaluation record: no 'model', 'tasks' or 'settings' section")
+    samples = read_json(path / SAMPLES, "per-document results") if (path / SAMPLES).is_file() else {}
+    if not isinstance(samples, dict):
+        raise MinitronError(f"{path / SAMPLES}: corrupt per-document results: not an object")
+    return doc, samples
 
 
 def find_evaluations(root: str | Path = "runs", name: str | None = None, fingerprint: str | None = None) -> list[Path]:
-    """Evaluate runs under ``root/*/eval-*`` of a model, matched by weights fingerprint or name; newest first."""
+    """Evaluate runs under ``root/*/eval-*`` of a model, matched by weights fingerprint or name; newest first.
+
+    A run whose record cannot be read is skipped with a warning naming it (one bad directory never hides the others).
+    """
     found = []
     for p in Path(root).glob(f"*/{RUN_PREFIX}*/{RESULT}"):
         try:
-            model = json.loads(p.read_text()).get("model", {})
-        except (OSError, ValueError):
+            model = load_evaluation(p.parent)[0]["model"]
+        except MinitronError as exc:
+            warn(f"skipping a damaged evaluate run: {exc}")
             continue
         if (fingerprint and model.get("weights_fingerprint") == fingerprint) or (name and model.get("name") == name):
             found.append(p.parent)

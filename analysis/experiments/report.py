@@ -10,11 +10,10 @@ zero there. Paper numbers appear only in columns that name the paper's table.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from analysis.core.errors import MinitronError
-from analysis.core.io import write_text
+from analysis.core.errors import MinitronError, one_line
+from analysis.core.io import read_json, write_text
 from analysis.experiments.stats import Interval, fmt
 from analysis.experiments.summary import summarize
 from analysis.models.paper import AGGREGATION_TABLE, AXES_LOSS, AXES_TABLE
@@ -26,14 +25,22 @@ RERUN = "python cli.py experiment all"
 
 
 def load_results(results_dir: str | Path) -> dict[str, dict]:
-    """Every experiment file in ``results_dir`` (name -> document); unreadable files are an error."""
+    """Every experiment file in ``results_dir`` (name -> document); a file that is not strict JSON or not a
+    complete experiment result is named in a one-line error (never half a README section)."""
     out = {}
     for path in sorted(p for p in Path(results_dir).glob("*.json") if not p.name.startswith(".")):
-        try:
-            doc = json.loads(path.read_text())
-            out[doc["experiment"]] = doc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MinitronError(f"{path}: not an experiment result ({type(exc).__name__}: {exc})") from None
+        doc = read_json(path, "experiment result")
+        name = doc.get("experiment") if isinstance(doc, dict) else None
+        if name not in RENDERERS:
+            raise MinitronError(f"{path}: not an experiment result (no known 'experiment' name; expected one of "
+                                f"{', '.join(ORDER)})")
+        try:  # the document renders, or it is named here
+            _header({name: doc})
+            RENDERERS[name](doc)
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+            raise MinitronError(f"{path}: not a complete experiment result ({type(exc).__name__}: "
+                                f"{one_line(exc)})") from None
+        out[name] = doc
     return out
 
 
@@ -269,7 +276,12 @@ def update_readme(readme: str | Path, results_dir: str | Path, check: bool = Fal
     ``check``: change nothing, only report whether the README is out of date.
     """
     readme = Path(readme)
-    text = readme.read_text(encoding="utf-8")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MinitronError(f"{readme}: not UTF-8 text") from None
+    except OSError as exc:
+        raise MinitronError(f"{readme}: cannot read the README ({exc.strerror or exc})") from None
     new = render(load_results(results_dir))
     old = readme_section(text)
     if old != new and not check:

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
-from analysis.core.io import check_output, output_dir, write_json
+from analysis.core.io import check_output, check_writable, output_dir, write_json
 from analysis.core.provenance import git_commit, machine, now, versions
 from analysis.evaluation.loss import heldout
 from analysis.experiments import cost
@@ -291,10 +292,10 @@ def run_experiments(names: list[str], sc: Scale, seeds: int, runs: str | Path = 
     ``estimate_only``: print the plan and its time estimate, compute nothing, write nothing. Torch's
     thread count is chosen by timing (``cost.fastest_threads``) and restored on return.
     """
-    if seeds < 1:
-        raise MinitronError(f"--seeds must be at least 1, got {seeds}")
+    V.SEEDS.check("--seeds", seeds)
     out, runs = Path(out), Path(runs)
     check_output(out, force)  # before any work
+    check_writable(runs)  # the analysis runs, reused between calls
     threads = torch.get_num_threads()
     try:
         loaded = load_model(analysis_config(sc, model_at(sc, runs, model)).load)

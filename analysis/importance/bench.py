@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.core.perf import (
     COMPILE_MODES,
@@ -37,8 +38,9 @@ from analysis.core.perf import (
     reset_peak_memory,
     time_fn,
 )
+from analysis.data import check_context
 from analysis.importance.collect import Collector
-from analysis.models.loading import LoadConfig, load_model
+from analysis.models.loading import LoadConfig, check_device, load_model
 from analysis.models.registry import Architecture
 
 # The paper's 1024 calibration samples (§2.2) at Nemotron-4's full 4096-token context: the paper does not state the
@@ -65,6 +67,13 @@ class BenchConfig:
     compile_backend: str = "inductor"  # "eager": dynamo tracing only (tests)
     block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # as analyze's default: same hooks, same cost
     matmul_size: int | None = None  # n of the n x n x n peak matmul (None: 8192 on CUDA, 1024 on CPU)
+
+    def __post_init__(self):
+        V.check_fields(self, {"seq_len": ("--seq-len", V.BENCH_SEQ_LEN), "max_batch_size": ("--max-batch-size", V.BATCH),
+                              "steps": ("--steps", V.STEPS), "warmup": ("--warmup", V.WARMUP),
+                              "matmul_size": ("matmul_size", V.MATMUL)})
+        self.batch_size = parse_batch_size(self.batch_size)
+        check_device(self.load.device, compute=True)
 
 
 def forward_flops_per_token(arch: Architecture, seq_len: int, lm_head: bool = False) -> int:
@@ -130,11 +139,14 @@ def _time_mode(ad, ids, variant: str, analysis: bool, cfg: BenchConfig) -> dict:
 
 def _resolve(cfg: BenchConfig, ad, device) -> tuple[int, int]:
     """(seq_len, batch_size) for this device; "auto" probes the analysis pass eagerly."""
-    from analysis.importance.pipeline import analysis_probe
+    from analysis.importance.probe import analysis_probe
 
-    seq_len = cfg.seq_len or (4096 if device.type == "cuda" else 64)
-    max_pos = getattr(ad.config, "max_position_embeddings", None) or seq_len
-    seq_len = min(seq_len, max_pos)
+    max_pos = getattr(ad.config, "max_position_embeddings", None)
+    if cfg.seq_len is not None:  # asked for: never silently shortened
+        check_context(cfg.seq_len, max_pos)
+        seq_len = cfg.seq_len
+    else:  # the default: the device's usual length, within the model's context
+        seq_len = min(4096 if device.type == "cuda" else 64, max_pos or 4096)
     bs = parse_batch_size(cfg.batch_size)
     if bs == "auto":
         probe = analysis_probe(ad, device, seq_len, cfg.block_sizes, False, evaluate=False)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from analysis.core import distributed as dd
-from analysis.core.io import atomic_dir, write_json
+from analysis.core.errors import MinitronError, one_line
+from analysis.core.io import atomic_dir, read_json, write_json
 from analysis.importance.collect import Collector
 
 CHECKPOINT_EVERY_S = 30.0
@@ -31,13 +31,16 @@ class Progress:
     sensitivity_s: float = 0.0
     batches_done: int = 0  # batches of both phases this process ran (``stop_after`` counts these)
     compile: dict | None = None  # backend, graphs and graph breaks when compiled
+    wall_s: float = 0.0  # wall seconds of the sessions so far, up to the last checkpoint (resumed totals add up)
+    sessions: int = 1  # processes that worked on the run (1 + resumes)
 
     def to_json(self) -> dict:
         return asdict(self) | {"nll_drop": {str(n): v for n, v in self.nll_drop.items()}}
 
     @classmethod
     def from_json(cls, doc: dict) -> Progress:
-        return cls(**doc | {"nll_drop": {int(n): v for n, v in doc["nll_drop"].items()}})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known} | {"nll_drop": {int(n): v for n, v in doc["nll_drop"].items()}})
 
 
 class Checkpoint:
@@ -50,16 +53,30 @@ class Checkpoint:
         self.last = time.monotonic()
 
     def load(self, key: str, collector: Collector) -> Progress | None:
-        """The saved progress (statistics restored into ``collector``), or None if absent or of another run."""
+        """The saved progress (statistics restored into ``collector``), or None if absent or of another run.
+
+        A damaged checkpoint is a one-line error naming it: resuming from it would give wrong numbers.
+        """
         from safetensors.torch import load_file
 
         if not (self.path / "progress.json").exists():
             return None
-        progress = Progress.from_json(json.loads((self.path / "progress.json").read_text()))
+        doc = read_json(self.path / "progress.json", "analysis checkpoint")
+        try:
+            progress = Progress.from_json(doc)
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise self._damaged(f"progress.json does not describe a run ({one_line(exc)})") from None
         if progress.key != key:
             return None
-        collector.load_state(load_file(str(self.path / "statistics.safetensors")))
+        try:
+            collector.load_state(load_file(str(self.path / "statistics.safetensors")))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+            raise self._damaged(f"statistics.safetensors is unreadable ({one_line(exc)})") from None
         return progress
+
+    def _damaged(self, why: str) -> MinitronError:
+        return MinitronError(f"{self.path}: damaged analysis checkpoint: {why}; rerun without --resume to start "
+                             "over (the damaged checkpoint is then replaced)")
 
     def save(self, progress: Progress, collector: Collector, force: bool = False) -> None:
         """Write both files, at most every ``CHECKPOINT_EVERY_S`` seconds unless ``force``."""

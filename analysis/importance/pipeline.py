@@ -26,15 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.core import distributed as dd
-from analysis.core.errors import MinitronError
-from analysis.core.io import check_output
+from analysis.core import validate as V
+from analysis.core.errors import Interrupted, MinitronError
+from analysis.core.interrupt import StopRequest, deferred_interrupt
+from analysis.core.io import check_output, check_writable, made_by_us, read_json
 from analysis.core.perf import (
+    COMPILE_MODES,
     auto_batch_size,
     count_compiles,
     hooks_guarded,
     parse_batch_size,
     resolve_compile,
-    synchronize,
 )
 from analysis.core.provenance import now, versions
 from analysis.data import RANDOM_SOURCE, DataConfig, Splits, build_splits, random_splits
@@ -45,9 +47,20 @@ from analysis.importance.bootstrap import bootstrap
 from analysis.importance.checkpoint import Checkpoint, Progress
 from analysis.importance.collect import Collector, neuron_site
 from analysis.importance.metrics import spearman
+from analysis.importance.probe import analysis_probe
 from analysis.importance.report import depth_tensors, layer_table, print_summary
 from analysis.importance.results import DEFAULT_AGGREGATION, METRICS, write_run
-from analysis.models.loading import LoadConfig, LoadedModel, default_tokenizer, load_model, resolve_device
+from analysis.models.loading import (
+    LoadConfig,
+    LoadedModel,
+    check_device,
+    default_tokenizer,
+    load_model,
+    resolve_device,
+)
+
+RUNS_ROOT = Path("runs")  # default home of runs: runs/<model>/<run-id>/
+DEFAULT_BLOCK_SIZES = (1, 2, 4, 8)  # those that fit the model, when none are given
 
 
 @dataclass
@@ -58,7 +71,8 @@ class AnalysisConfig:
     data: DataConfig = field(default_factory=DataConfig)  # which text, sample counts, seq_len
     batch_size: int | str = 8  # samples per forward, or "auto" (largest that fits / fastest, see perf.py)
     max_batch_size: int | None = None  # cap for "auto" (None: perf.AUTO_CAP_CUDA / AUTO_CAP_CPU)
-    block_sizes: tuple[int, ...] = (1, 2, 4, 8)  # contiguous block sizes for drop losses / angular distance
+    block_sizes: tuple[int, ...] | None = None  # contiguous block sizes for drop losses / angular distance
+    # (None: DEFAULT_BLOCK_SIZES up to the model's depth; sizes given explicitly must fit the model)
     pre_activation: bool = False  # neuron importance before the MLP activation (paper's X W1^T)
     compile: str = "auto"  # auto | off | regional | full (analysis.core.perf.resolve_compile)
     compile_backend: str = "inductor"  # "eager" traces with dynamo only (tests: graph breaks, recompiles)
@@ -66,17 +80,33 @@ class AnalysisConfig:
     bootstrap: int = 0  # resamples of the calibration windows for ranking stability (0: off)
     bootstrap_seed: int = 0  # seed of the resampling
 
+    def __post_init__(self):
+        # zero calibration windows would give all-zero importance, zero held-out windows a 0-token perplexity
+        V.check_fields(self.data, {"calib_samples": ("--samples", V.SAMPLES), "eval_samples": ("--eval-samples", V.SAMPLES)})
+        self.batch_size = parse_batch_size(self.batch_size)
+        V.BATCH.check("--max-batch-size", self.max_batch_size)
+        if self.block_sizes is not None and not self.block_sizes:
+            raise MinitronError("--block-sizes needs at least one value")
+        for n in self.block_sizes or ():
+            V.BLOCK_SIZE.check("--block-sizes", n)
+        check_device(self.load.device, compute=True)
+        if isinstance(self.compile, str):  # True/False: the pre-mode API, read by resolve_compile
+            V.check_choice("--compile", self.compile, COMPILE_MODES)
+        V.check_fields(self, {"bootstrap": ("--bootstrap", V.BOOTSTRAP), "bootstrap_seed": ("--seed", V.SEED)})
+        if self.bootstrap and self.data.calib_samples < 2:  # one window resampled is always the same window
+            raise MinitronError(f"--bootstrap resamples the calibration windows: it needs --samples of at least 2, "
+                                f"got {self.data.calib_samples}")
 
-class RunInterrupted(MinitronError):
-    """Raised by ``stop_after`` (tests) after the checkpoint is written."""
 
-    exit_code = 130
+class RunInterrupted(Interrupted):
+    """Raised after the checkpoint is written: Ctrl-C, or ``stop_after`` in tests."""
 
 
 def run_key(cfg: AnalysisConfig, lm: LoadedModel, splits: Splits) -> str:
     """Cache key: weights fingerprint, data hashes and every setting that changes the numbers."""
     payload = {
         "weights": lm.provenance["weights_fingerprint"], "dtype": lm.provenance["dtype"],
+        "device": torch.device(lm.provenance["device"]).type,  # a CPU result is not served for a CUDA request
         "calib": splits.meta["calib_sha256"], "eval": splits.meta["eval_sha256"],
         "batch_size": cfg.batch_size, "block_sizes": sorted(set(cfg.block_sizes)),
         "pre_activation": cfg.pre_activation, "sensitivity": cfg.sensitivity,
@@ -100,33 +130,6 @@ def splits_for(lm: LoadedModel, data: DataConfig) -> tuple[Splits, str | None]:
     return build_splits(tok, data, max_pos), "smollm2-135m (borrowed: random-init model has none)"
 
 
-def analysis_probe(ad, device, seq_len: int, block_sizes, pre_activation: bool, evaluate: bool):
-    """``probe(b) -> seconds``: one eager calibration step (hooks on) and, with ``evaluate``, one
-    evaluation step (full pass keeping every boundary state + one drop-layer pass) on random ids.
-
-    Eager on purpose: it needs at least the memory of the compiled graph (no fusion), so a size
-    that passes here fits when compiled, and probing compiles nothing.
-    """
-    vocab = ad.config.vocab_size
-
-    def probe(b: int) -> float:
-        ids = torch.randint(0, vocab, (b, seq_len), device=device)
-        synchronize(device)
-        t0 = time.perf_counter()
-        collector = Collector(ad, block_sizes, pre_activation, device=device)
-        with collector.collecting(), torch.no_grad():
-            collector.begin(b, seq_len)
-            ad.backbone(input_ids=ids, use_cache=False)
-            collector.fold(b)
-        if evaluate:
-            _, states = sens.full_pass(ad, ids)
-            sens.drop_block_nll(ad, states, ids, 0, 1)
-            del states
-        synchronize(device)
-        return time.perf_counter() - t0
-    return probe
-
-
 def _batches(ids: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [ids[s:s + size] for s in range(0, ids.shape[0], size)]
 
@@ -135,14 +138,17 @@ class AnalysisRun:
     """One analyze job in one process: calibrate, evaluate, merge ranks, write."""
 
     def __init__(self, cfg: AnalysisConfig, lm: LoadedModel, splits: Splits, key: str, run_dir: Path,
-                 d: dd.Dist, tokenizer_note: str | None = None):
+                 d: dd.Dist, tokenizer_note: str | None = None, t_start: float | None = None):
         self.cfg, self.lm, self.splits, self.key, self.run_dir, self.d = cfg, lm, splits, key, run_dir, d
         self.tokenizer_note = tokenizer_note  # which tokenizer cut the splits when not the model's own
         self.ad, self.device = lm.adapter, next(lm.model.parameters()).device
         self.collector = self._collector()
         self.ckpt = Checkpoint(run_dir, d)
         self.stop_after: int | None = None  # tests: raise RunInterrupted after this many batches
+        self.stop = StopRequest()  # set by the first Ctrl-C (``deferred_interrupt``)
         self.progress: Progress | None = None
+        self.t_start = time.perf_counter() if t_start is None else t_start  # this session's start
+        self.earlier_s = 0.0  # wall seconds of earlier sessions (resumed runs)
 
     def _collector(self) -> Collector:
         cfg = self.cfg
@@ -153,6 +159,14 @@ class AnalysisRun:
         self.progress = self.ckpt.load(self.key, self.collector) if resume else None
         if self.progress is None:  # a resumed run keeps the size its batches were cut with
             self.progress = Progress(key=self.key, batch_size=self._batch_size())
+        else:
+            self.progress.sessions += 1
+            self.earlier_s = self.progress.wall_s
+        self.ckpt.last = time.monotonic()  # the first periodic checkpoint comes CHECKPOINT_EVERY_S into the work
+
+    def wall_s(self) -> float:
+        """Wall seconds of the whole run: earlier sessions (to their last checkpoint) plus this one."""
+        return self.earlier_s + time.perf_counter() - self.t_start
 
     def _batch_size(self) -> int:
         """The configured batch size, or the auto-tuned one (the smallest over ranks, so shards match)."""
@@ -170,11 +184,11 @@ class AnalysisRun:
         p, cfg, collector = self.progress, self.cfg, self.collector
         batches = dd.shard(_batches(self.splits.calib, p.batch_size), self.d)
         mode = resolve_compile(cfg.compile, self.device, cfg.load.device_map)
-        t0 = time.perf_counter()
         with collector.collecting(fuse=mode == "regional"), torch.no_grad(), hooks_guarded(), \
                 self.ad.forward(mode, cfg.compile_backend) as forward, count_compiles() as counts:
             for b in tqdm(range(p.calib_done, len(batches)), desc="calibration", unit="batch",
                           initial=p.calib_done, total=len(batches), disable=not self.d.is_main):
+                t0 = time.perf_counter()
                 ids = batches[b].to(self.device)
                 valid = ids.shape[0]
                 if mode != "off" and valid < p.batch_size:  # fixed shapes: pad, then mask the padding out
@@ -183,8 +197,8 @@ class AnalysisRun:
                 forward(input_ids=ids, use_cache=False)
                 collector.fold(valid)
                 p.calib_done = b + 1
+                p.calib_s += time.perf_counter() - t0  # per batch: an interrupted session's share is kept
                 self._batch_done()
-        p.calib_s += time.perf_counter() - t0
         p.compile = {"requested": str(cfg.compile), "mode": mode, "backend": cfg.compile_backend if mode != "off" else None,
                      "graphs": counts.graphs, "graph_breaks": counts.graph_breaks, "break_reasons": counts.break_reasons}
 
@@ -217,13 +231,17 @@ class AnalysisRun:
         bar.close()
 
     def _batch_done(self) -> None:
-        """Checkpoint (at most every CHECKPOINT_EVERY_S) and honour ``stop_after``."""
+        """Checkpoint (at most every CHECKPOINT_EVERY_S, and at once on Ctrl-C or ``stop_after``), then stop
+        if asked. Called between batches only, so a checkpoint always holds whole batches."""
         p = self.progress
         p.batches_done += 1
-        stop = self.stop_after is not None and p.batches_done >= self.stop_after
+        p.wall_s = self.wall_s()
+        stop = self.stop.requested or (self.stop_after is not None and p.batches_done >= self.stop_after)
         self.ckpt.save(p, self.collector, force=stop)
         if stop:
-            raise RunInterrupted(f"interrupted after {p.batches_done} batches; rerun with --resume")
+            raise RunInterrupted(f"interrupted after {p.calib_done} calibration and {p.eval_done} evaluation "
+                                 f"batches; checkpoint saved in {self.ckpt.path}; rerun the same command with "
+                                 "--resume to continue")
 
     def merge_ranks(self) -> None:
         """Every rank's statistics merged in rank order; sums for NLL and tokens, max for wall times."""
@@ -270,8 +288,9 @@ class AnalysisRun:
     def metrics(self, t: dict[str, torch.Tensor], timings: dict) -> dict:
         """The metrics.json document (schema in the README and ``analysis.importance.results``)."""
         p, cfg, lm, splits = self.progress, self.cfg, self.lm, self.splits
-        tokens = max(p.eval_tokens, 1)
-        loss = p.nll_full / tokens
+        if p.eval_tokens <= 0:  # never report a perplexity of nothing
+            raise MinitronError("no held-out tokens were scored; ask for at least one --eval-samples window")
+        loss = p.nll_full / p.eval_tokens
         blocks = {}
         for n in self.collector.block_sizes:
             entry = {"start": list(range(len(t[f"angular.n{n}"]))), "angular": t[f"angular.n{n}"].tolist()}
@@ -280,9 +299,10 @@ class AnalysisRun:
             blocks[str(n)] = entry
         agreement = {}
         if "drop_layer_loss" in t:
-            agreement["spearman_bi_vs_drop_loss"] = spearman(t["block_importance"], t["drop_layer_loss"])
+            rho = spearman(t["block_importance"], t["drop_layer_loss"])
+            agreement["spearman_bi_vs_drop_loss"] = rho if math.isfinite(rho) else None  # constant ranks: undefined
         model = {k: lm.provenance.get(k) for k in ("name", "ref", "kind", "hf_id", "weights_fingerprint", "params",
-                                                     "dtype", "device")}
+                                                     "dtype", "device", "source_format")}
         return {
             "run_id": self.key, "created": now(), "model": model,
             "architecture": asdict(self.ad.arch),
@@ -309,12 +329,12 @@ class AnalysisRun:
         out = bootstrap(self.collector.sample_rows(), self.ad.num_kv_heads, self.cfg.bootstrap, self.cfg.bootstrap_seed)
         return out | {"seconds": time.perf_counter() - t0}
 
-    def write(self, t_start: float, t_load: float, console=None) -> None:
+    def write(self, t_load: float, console=None) -> None:
         """Finalize and write the run on rank 0; the other ranks wait until it is on disk."""
         p = self.progress
         if self.d.is_main:
             timings = {"load_s": t_load, "calibration_s": p.calib_s, "eval_s": p.eval_s,
-                       "sensitivity_s": p.sensitivity_s, "total_s": time.perf_counter() - t_start,
+                       "sensitivity_s": p.sensitivity_s, "total_s": self.wall_s(), "sessions": p.sessions,
                        "world_size": self.d.world, "batch_size": p.batch_size}
             if p.compile is not None:
                 timings["compile"] = p.compile
@@ -349,32 +369,57 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path | None = None, force: bool
         dd.teardown(d)
 
 
-def _cached(run_dir: Path, key: str) -> bool:
-    return (run_dir / METRICS).exists() and json.loads((run_dir / METRICS).read_text()).get("run_id") == key
+def _cached(run_dir: Path, key: str) -> dict | None:
+    """The metrics of a finished run of this key in ``run_dir``, or None (absent, another key, or damaged:
+    a damaged run is recomputed and replaced, never served)."""
+    if not (run_dir / METRICS).exists():
+        return None
+    try:
+        metrics = read_json(run_dir / METRICS, "run metrics file")
+    except MinitronError:
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("run_id") == key else None
+
+
+def _block_sizes(cfg: AnalysisConfig, lm: LoadedModel) -> AnalysisConfig:
+    """The block sizes the run uses: the default ones the model is deep enough for, or the given ones,
+    which must all fit (checked as soon as the model is known, before any computation)."""
+    layers = lm.adapter.num_layers
+    if cfg.block_sizes is None:
+        return replace(cfg, block_sizes=tuple(n for n in DEFAULT_BLOCK_SIZES if n <= layers))
+    too_long = [n for n in cfg.block_sizes if n > layers]
+    if too_long:
+        raise MinitronError(f"--block-sizes {too_long[0]} exceeds the model's {layers} layers; use sizes in [1, {layers}]")
+    return cfg
 
 
 def _run(cfg, out, force, resume, console, stop_after, d: dd.Dist) -> Path:
     t_start = time.perf_counter()
-    if cfg.bootstrap < 0 or (cfg.bootstrap and cfg.data.calib_samples < 2):
-        raise MinitronError(f"--bootstrap needs a count of at least 1 and at least two calibration samples "
-                            f"(got {cfg.bootstrap} and --samples {cfg.data.calib_samples})")
     if out is not None:  # before any work: a refused or unwritable --out costs nothing
         check_output(out, force)
+    else:
+        check_writable(RUNS_ROOT)
     lm = load_model(cfg.load)
     t_load = time.perf_counter() - t_start
-    parse_batch_size(cfg.batch_size)  # fail fast on a bad value, before any data work
+    cfg = _block_sizes(cfg, lm)
     splits, tokenizer_note = splits_for(lm, cfg.data)
     key = run_key(cfg, lm, splits)
-    run_dir = Path(out) if out else Path("runs") / lm.name / key
-    if not force and _cached(run_dir, key):
+    run_dir = Path(out) if out else RUNS_ROOT / lm.name / key
+    cached = None if force else _cached(run_dir, key)
+    if cached is not None:
         if console:
-            console.print(f"cached result for this configuration (use --force to recompute): {run_dir}")
+            console.print(f"cached result for this configuration (use --force to recompute): {run_dir}",
+                          markup=False, highlight=False)
+            print_summary(cached, console)
         return run_dir
-    run = AnalysisRun(cfg, lm, splits, key, run_dir, d, tokenizer_note)
+    if out is None and run_dir.exists() and not made_by_us(run_dir):
+        check_output(run_dir, force)  # a default run directory someone else filled is not ours to replace
+    run = AnalysisRun(cfg, lm, splits, key, run_dir, d, tokenizer_note, t_start)
     run.stop_after = stop_after
-    run.start(resume)
-    run.calibrate()
-    run.evaluate()
+    with deferred_interrupt("batch") as run.stop:
+        run.start(resume)
+        run.calibrate()
+        run.evaluate()
     run.merge_ranks()
-    run.write(t_start, t_load, console)
+    run.write(t_load, console)
     return run_dir

@@ -14,19 +14,20 @@ Writes are atomic: a temporary directory renamed into place.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from analysis.core.errors import MinitronError
-from analysis.core.io import output_dir, write_json
+from analysis.core.errors import MinitronError, one_line, warn
+from analysis.core.io import output_dir, read_json, write_json
 
 TENSORS = "importance.safetensors"
 METRICS = "metrics.json"
 AGGREGATIONS = ("mean", "l2", "var")
+AGGREGATION_NAMES = tuple(f"{b}_{s}" for b in AGGREGATIONS for s in AGGREGATIONS)  # batch_seq
 DEFAULT_AGGREGATION = "l2_mean"  # batch=L2, seq=mean, as in the paper
+REQUIRED = ("heads", "neurons", "channels", "block_importance")  # tensors every run holds
 
 
 @dataclass
@@ -67,18 +68,41 @@ def _jsonable(obj):
 
 
 def load_run(path: str | Path) -> RunResult:
-    """Read a run directory written by ``write_run``."""
+    """Read a run directory written by ``write_run``; a damaged file is named in a one-line error."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
+    if not path.is_dir():
+        raise MinitronError(f"{path}: no such run directory")
     if not (path / TENSORS).exists() or not (path / METRICS).exists():
         raise MinitronError(f"{path}: not an analysis run (needs {TENSORS} and {METRICS})")
-    return RunResult(path=path, tensors=load_file(str(path / TENSORS)),
-                     metrics=json.loads((path / METRICS).read_text()))
+    metrics = read_json(path / METRICS, "run metrics file")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("model"), dict):
+        raise MinitronError(f"{path / METRICS}: corrupt run metrics file: no 'model' section")
+    try:
+        tensors = load_file(str(path / TENSORS))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MinitronError(f"{path / TENSORS}: corrupt importance file ({one_line(exc)})") from None
+    missing = [k for k in REQUIRED if k not in tensors]
+    if missing:
+        raise MinitronError(f"{path / TENSORS}: corrupt importance file: no {', '.join(missing)}")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            raise MinitronError(f"{path / TENSORS}: corrupt importance file: '{name}' holds NaN or infinity")
+    return RunResult(path=path, tensors=tensors, metrics=metrics)
 
 
 def latest_run(model_name: str, root: str | Path = "runs") -> RunResult | None:
-    """The most recently written complete run of a model under ``root/<model_name>/``, or None."""
+    """The most recently written readable run of a model under ``root/<model_name>/``, or None.
+
+    A damaged run is skipped with a warning (naming it), so one bad directory never hides the others.
+    """
     base = Path(root) / model_name
     runs = [p for p in base.glob("*") if (p / METRICS).exists() and not p.name.startswith(".")] if base.exists() else []
-    return load_run(max(runs, key=lambda p: (p / METRICS).stat().st_mtime)) if runs else None
+    for run in sorted(runs, key=lambda p: (p / METRICS).stat().st_mtime, reverse=True):
+        try:
+            return load_run(run)
+        except MinitronError as exc:
+            warn(f"skipping a damaged analysis run: {exc}")
+    return None

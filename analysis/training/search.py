@@ -16,13 +16,16 @@ ranking never scores text that selection or training saw.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from analysis.core import validate as V
 from analysis.core.errors import MinitronError
+from analysis.core.io import finite_or_none
 from analysis.core.provenance import now, versions
 from analysis.data import DataConfig, shared_tokens
 from analysis.importance.metrics import bootstrap_interval, kendall, spearman
@@ -30,11 +33,15 @@ from analysis.importance.results import DEFAULT_AGGREGATION, load_run
 from analysis.models.adapter import param_count
 from analysis.models.configs import from_hf_config
 from analysis.models.loading import LoadConfig, load_model
+from analysis.models.paper import SEARCH_GRIDS
 from analysis.pruning.plan import importance_from_run
 from analysis.pruning.search import (
     Candidate,
     candidate_rows,
+    check_budget,
     enumerate_candidates,
+    no_candidates,
+    parse_budget,
     resolve_space,
     space_record,
 )
@@ -58,9 +65,12 @@ def rank_after_retraining(model, candidates: list[Candidate], importance, train_
         trainer = Trainer(model, student, train_ids, eval_ids, cfg)
         trainer.run()
         before, after = trainer.state.evals[0], trainer.state.evals[-1]
-        rows.append({"candidate": list(c.key), "params": param_count(student), "zero_shot_loss": before["loss"],
-                     "retrained_loss": after["loss"], "zero_shot_kl": before["kl"], "retrained_kl": after["kl"],
-                     "train_s": trainer.state.elapsed_s})
+        losses = {"zero_shot_loss": before["loss"], "retrained_loss": after["loss"], "zero_shot_kl": before["kl"],
+                  "retrained_kl": after["kl"]}
+        # a diverged student (NaN or infinite loss) has no loss to rank by: null in search.json, ranked last
+        rows.append({"candidate": list(c.key), "params": param_count(student)}
+                    | {k: v if math.isfinite(v) else None for k, v in losses.items()}
+                    | {"diverged": not all(math.isfinite(v) for v in losses.values()), "train_s": trainer.state.elapsed_s})
         if log:
             log(f"candidate {n}/{len(candidates)} {c.key}: loss {before['loss']:.4f} -> {after['loss']:.4f} "
                 f"({time.perf_counter() - t0:.0f} s)")
@@ -100,6 +110,13 @@ class SearchJob:
     train: DistillConfig = field(default_factory=lambda: DistillConfig(steps=0))  # steps 0: zero-shot order
     head_merge: bool = True
 
+    def __post_init__(self):
+        if self.params.strip().upper() not in SEARCH_GRIDS:
+            parse_budget(self.params)  # a budget that is not a positive count fails before anything loads
+        V.TOLERANCE.check("--tolerance", self.tolerance)
+        if self.rank and self.run is None:  # before any model is loaded
+            raise MinitronError("--rank needs --run DIR (an analysis run of the teacher)")
+
 
 def _check_disjoint(run_data: dict, meta: dict, run_dir: str) -> None:
     """The ranking's held-out windows must share no token with the windows the importance was computed on."""
@@ -128,8 +145,10 @@ def _ranking(job: SearchJob, candidates: list[Candidate], log) -> dict:
     _check_disjoint(load_run(job.run).metrics.get("data", {}), splits.meta, job.run)
     rows = rank_after_retraining(loaded.model, candidates, importance, splits.calib, splits.eval, cfg, job.head_merge, log)
     agreement = None
-    if cfg.steps and len(rows) > 2:
-        agreement = order_agreement([r["zero_shot_loss"] for r in rows], [r["retrained_loss"] for r in rows])
+    pairs = [(r["zero_shot_loss"], r["retrained_loss"]) for r in rows if not r["diverged"]]
+    if cfg.steps and len(pairs) > 2:  # over the candidates with a loss on both sides
+        # tied losses leave a rank correlation undefined: null, not NaN
+        agreement = finite_or_none(order_agreement(*map(list, zip(*pairs, strict=True))))
     return {"retrain": asdict(cfg) if cfg.steps else None, "order_by": "retrained_loss" if cfg.steps else "zero_shot_loss",
             "rows": rows, "agreement": agreement, "importance_run": job.run, "aggregation": job.aggregation,
             "depth_metric": job.depth_metric, "head_merge": job.head_merge, "data": splits.meta,
@@ -141,11 +160,14 @@ def run_search(job: SearchJob, log: Callable[[str], None] | None = None) -> dict
     meta = load_model(dataclasses.replace(job.load, device="meta", random_init=True))
     teacher = from_hf_config(meta.model.config)
     space = resolve_space(teacher, job.params)
+    check_budget(teacher, space.budget)
     candidates = enumerate_candidates(teacher, space, job.tolerance)
+    if not candidates:  # nothing to list or rank: said with the range the space covers, exit 1
+        raise MinitronError(no_candidates(teacher, space, job.tolerance), exit_code=1)
     doc = {"command": "search", "created": now(), "teacher": meta.name, "teacher_architecture": asdict(teacher),
            "params": job.params, "space": space_record(space, job.tolerance),
            "candidates": candidate_rows(candidates, space.budget), "ranking": None, "versions": versions()}
-    if job.rank and candidates:
+    if job.rank:
         doc["ranking"] = _ranking(dataclasses.replace(job, load=dataclasses.replace(job.load, random_init=False)),
                                   candidates, log)
     return doc

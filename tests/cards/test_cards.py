@@ -218,11 +218,11 @@ def test_html_is_self_contained(tmp_path):
     html = page.read_text()
     assert page.name == "card.html" and html.count('src="data:image/png;base64,') == 3
     assert 'src="figures/' not in html and "<table>" in html and "---\nlibrary_name" not in html
-    assert [p.name for p in page.parent.iterdir()] == ["card.html"]
+    assert sorted(p.name for p in page.parent.iterdir()) == [".minitron-lab.json", "card.html"]  # the marker: ours
 
 
 def test_unknown_format_and_model(tmp_path):
-    with pytest.raises(MinitronError, match="unknown format"):
+    with pytest.raises(MinitronError, match="unknown --format"):
         write_cards(["8B"], out=tmp_path, fmt="pdf")
     with pytest.raises(MinitronError, match="unknown model 'nope'"):
         build("nope")
@@ -255,7 +255,8 @@ def test_card_for_a_pruned_directory(tmp_path):
     text = readme.read_text()
     assert readme == model_dir / "README.md"
     assert "| layers | 4 |" in text and "| hidden size (embedding channels) | 32 |" in text
-    assert "perplexity 12.50 before and 19.25 after pruning" in text and "`l2_mean`" in text
+    assert "perplexity 12.50 for the teacher and 19.25 for the pruned model" in text and "`l2_mean`" in text
+    assert "pruned without any retraining" in text and "distillation" not in text.split("## Limitations")[1]
     assert f'path = "{model_dir.resolve()}"' in text and "| hidden | 32 |" in text
     assert "NVIDIA Open Model License" in text  # inherited from the teacher
     r = run_cli("card", "--model", model_dir, "--runs", tmp_path / "runs")
@@ -275,7 +276,7 @@ def test_pruned_card_says_whether_heads_were_merged(tmp_path, merge, says):
 def test_bad_prune_recipe_is_one_line_error_and_nothing_written(tmp_path):
     model_dir = _pruned_dir(tmp_path, recipe="{not json")
     r = run_cli("card", "--model", model_dir)
-    assert r.code == 2 and "not a valid prune recipe" in r.err and r.err.strip().count("\n") == 0
+    assert r.code == 2 and "corrupt prune recipe: not valid JSON" in r.err and r.err.strip().count("\n") == 0
     assert not (model_dir / "README.md").exists()
 
 
@@ -285,3 +286,56 @@ def test_card_in_a_real_process(tmp_path):
     assert r.code == 0 and (tmp_path / "4b" / "README.md").exists(), r.err
     r = cli_subprocess("card", "--check", tmp_path / "4b" / "README.md")
     assert r.code == 0 and "0 disagree" in r.err, r.err
+
+
+# --- what a card says about tuning, quantization and the training that really ran --------------------------
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^## ", text, flags=re.MULTILINE)
+    return {p.split("\n", 1)[0]: p for p in parts[1:]}
+
+
+def test_the_embedded_instruct_model_is_not_called_a_base_model(tmp_path):
+    text = render(from_spec(get("smollm2-135m"), runs_root=tmp_path / "runs"))
+    assert "base model" not in text and "tuned it to follow instructions" in text
+    assert "Q4_1" in _sections(text)["Overview"] and "dequantizes them to float32" in _sections(text)["Limitations"]
+
+
+def test_a_model_pruned_from_it_is_said_to_be_derived_not_base_nor_instruct(tmp_path):
+    text = write_card_for_directory(_pruned_dir(tmp_path, teacher="smollm2-135m"), runs_root=tmp_path / "runs").read_text()
+    s = _sections(text)
+    assert "base model" not in text and "cut from an instruction-tuned model" in s["Limitations"]
+    assert "whether it still follows instructions or chats was not measured" in s["Usage"]
+    assert "distill" not in s["Limitations"].replace("cli.py distill", "") and "not been retrained" in s["Overview"]
+
+
+def _distilled_dir(tmp_path: Path) -> Path:
+    model_dir = _pruned_dir(tmp_path, teacher="smollm2-135m")
+    record = {"mode": "distill", "config": {"steps": 40, "seq_len": 128, "eval_samples": 8},
+              "final": {"before": {"loss": 2.0149, "ppl": 7.5, "kl": 4.44, "teacher_loss": 1.1},
+                        "after": {"loss": 1.5933, "ppl": 4.92, "kl": 1.98, "teacher_loss": 1.1}},
+              "tokens_seen": 10240, "teacher": {"name": "smollm2-135m"}, "data": {"source": "pydoc"}}
+    (model_dir / "distill.json").write_text(json.dumps(record))
+    return model_dir
+
+
+def test_a_distilled_card_reports_the_distillation_and_labels_the_stale_numbers(tmp_path):
+    import math
+
+    text = write_card_for_directory(_distilled_dir(tmp_path), runs_root=tmp_path / "runs").read_text()
+    s = _sections(text)
+    assert "held-out perplexity **4.92**" in s["Evaluation results"] and "7.50 before training" in s["Evaluation results"]
+    assert f"teacher {math.exp(1.1):.2f}" in s["Evaluation results"]
+    assert "when it was pruned, before distillation" in s["Evaluation results"]  # the post-prune 19.25 is labelled
+    assert "40 steps of distillation (10,240 tokens) took its held-out perplexity from 7.50 to 4.92" in s["Limitations"]
+    assert "pruned without any retraining" not in text and "then trained for 40 steps" in s["Overview"]
+    assert "| optimizer steps | 40 |" in s["Data and training"]
+
+
+def test_each_students_scores_cite_the_table_that_reports_it(family_cards):
+    """The 4B's scores once cited the 8B's page; each student now cites the paper table that lists it."""
+    from huggingface_hub import ModelCard
+
+    for name, table in (("minitron-4b", "Table 3"), ("minitron-8b", "Table 2")):
+        card = ModelCard(family_cards[name].read_text())
+        cited = {(r.source_name, r.source_url) for r in card.data.eval_results}
+        assert cited == {(f"arXiv:2407.14679v2 {table}", "https://arxiv.org/abs/2407.14679")}

@@ -111,3 +111,86 @@ def test_unwritable_output_fails_before_any_work(tmp_path):
             check_output(locked / "run")
     finally:
         locked.chmod(0o700)
+
+
+def test_output_files_add_to_a_directory_and_record_them(tmp_path):
+    from analysis.core.io import output_files
+
+    target = tmp_path / "model"
+    with output_dir(target, "prune") as stage:
+        (stage / "config.json").write_text("{}")
+    (target / "notes.txt").write_text("mine")
+    check_output(target, files=["README.md"])  # ours, and no README of the user's in the way
+    with output_files(target, "card", last="README.md") as stage:
+        (stage / "README.md").write_text("card")
+        (stage / "figures").mkdir()
+        (stage / "figures" / "a.png").write_text("png")
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["command"] == "prune" and marker["files"] == ["README.md", "config.json", "figures/a.png"]
+    assert (target / "notes.txt").read_text() == "mine"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / MARKER).write_text('{"tool": "minitron-lab", "command": "x", "files": []}')
+    (tmp_path / "theirs" / "README.md").write_text("the user's")
+    with pytest.raises(MinitronError, match="README.md was not made by minitron-lab"):
+        check_output(tmp_path / "theirs", files=["README.md"])
+
+
+def test_claim_and_record_a_directory_written_step_by_step(tmp_path):
+    from analysis.core.io import claim, made_by_us, record
+
+    out = claim(tmp_path / "distill", "distill")
+    assert made_by_us(out) and json.loads((out / MARKER).read_text())["files"] == []
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "a.safetensors").write_text("x")
+    (out / "distill.json").write_text("{}")
+    record(out, ["checkpoint", "distill.json"])
+    assert json.loads((out / MARKER).read_text())["files"] == ["checkpoint/a.safetensors", "distill.json"]
+    claim(out, "distill")  # claiming again keeps what was recorded
+    assert len(json.loads((out / MARKER).read_text())["files"]) == 2
+
+
+def test_what_we_write_gets_plain_permissions_and_the_users_files_keep_theirs(tmp_path):
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from analysis.core.io import DIR_MODE, FILE_MODE
+
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "secret.txt").write_text("mine")
+    os.chmod(target / "secret.txt", 0o600)
+    with output_dir(target, "test") as stage:
+        save_file({"x": torch.zeros(2)}, str(stage / "t.safetensors"))  # safetensors itself may create 0600
+        write_json(stage / "m.json", {"a": 1})
+        (stage / "figures").mkdir()
+        (stage / "figures" / "a.svg").write_text("<svg/>")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in target.rglob("*")}
+    assert modes["t.safetensors"] == modes["m.json"] == modes["a.svg"] == modes[MARKER] == FILE_MODE
+    assert modes["figures"] == DIR_MODE == stat.S_IMODE(target.stat().st_mode)
+    assert modes["secret.txt"] == 0o600
+
+
+def test_the_users_links_and_empty_folders_survive_a_rewrite(tmp_path):
+    import os
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "empty").mkdir()
+    os.symlink("/etc/hostname", target / "link")
+    with output_dir(target, "test") as stage:
+        (stage / "a.json").write_text("{}")
+    assert (target / "empty").is_dir() and os.readlink(target / "link") == "/etc/hostname"
+
+
+def test_json_is_strict_both_ways(tmp_path):
+    from analysis.core.io import read_json
+
+    with pytest.raises(ValueError, match="non-finite"):
+        write_json(tmp_path / "x.json", {"loss": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+    (tmp_path / "y.json").write_text('{"loss": NaN}')
+    with pytest.raises(MinitronError, match=r"y.json: corrupt run file: NaN is not a JSON number"):
+        read_json(tmp_path / "y.json", "run file")

@@ -145,3 +145,31 @@ def test_bad_inputs_are_one_line_errors(students, tmp_path):
     Path(tmp_path / "file").write_text("x")
     r = run_cli("compare", "--student", pruned_dir, "--out", tmp_path / "file")
     assert r.code == 2 and "is a file" in r.err
+
+
+def test_a_model_against_itself_writes_strict_json_with_undefined_shares_as_null(students, tmp_path):
+    """No loss increase anywhere: the share the worst tokens carry is 0/0, written as null, never NaN."""
+    from analysis.core.io import read_json
+
+    teacher_dir = students[0]
+    cfg = CompareConfig(teacher=LoadConfig(model=str(teacher_dir), device="cpu"),
+                        student=LoadConfig(model=str(teacher_dir), device="cpu"), batch_size=2, cka_tokens=8,
+                        worst=2, iters=50, windows={"seq_len": 16, "eval_samples": 2})
+    doc = read_json(run_compare(cfg, out=tmp_path / "self") / "compare.json")  # strict: NaN would be refused
+    s = doc["students"]["student"]
+    assert s["kl"]["value"] == 0.0 and s["loss_increase"]["value"] == 0.0 and s["top1_agreement"]["value"] == 1.0
+    assert s["concentration"]["top_0.1"] is None and s["concentration"]["top_0.01"] is None
+    assert s["cka"]["matched_mean"] == pytest.approx(1.0)
+
+
+def test_config_ranges_are_checked_where_the_library_is_called():
+    """A notebook gets the message the shell gets (analysis.core.validate), before anything loads."""
+    from analysis.core.errors import MinitronError
+
+    load = LoadConfig(model="nowhere")
+    for changes, message in (({"cka_tokens": 1}, "--cka-tokens must be"), ({"worst": -1}, "--worst must be"),
+                             ({"batch_size": 0}, "--batch-size must be"), ({"iters": 0}, "iters must be"),
+                             ({"windows": {"seq_len": 1}}, "--seq-len must be"),
+                             ({"windows": {"stride": 3}}, "unknown window settings ['stride']")):
+        with pytest.raises(MinitronError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            CompareConfig(teacher=load, student=load, **changes)

@@ -104,7 +104,7 @@ def test_paper_settings_come_from_one_table():
     (["--tasks", "arc_c", "--paper-settings", "--num-fewshot", "3"], "drop --num-fewshot"),
     (["--tasks", "minitron_facts,minitron_facts"], "requested twice"),
     (["--tasks", "no/such/task.yaml"], "does not exist"),
-    (["--tasks", "minitron_facts", "--limit", "0"], "--limit must be at least 1"),
+    (["--tasks", "minitron_facts", "--limit", "0"], "--limit must be an integer in [1, "),
 ])
 def test_bad_requests_fail_in_one_line_before_loading(tmp_path, args, message):
     r = run_cli("evaluate", *args, "--out", tmp_path / "out")
@@ -166,3 +166,25 @@ def test_headline_metric_is_the_first_of_the_task_config():
     assert _headline(r, metrics, {}) == "perplexity,none"
     paper = TaskRequest("t", "t", "t", "lm-eval", metric="perplexity,none")
     assert _headline(paper, metrics, {"metric_list": [{"metric": "acc"}]}) == "perplexity,none"
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"num_fewshot": -1}, "--num-fewshot must be"), ({"limit": 0}, "--limit must be"),
+    ({"batch_size": 0}, "--batch-size must be"), ({"bootstrap_iters": 0}, "bootstrap_iters must be")])
+def test_config_ranges_are_checked_where_the_library_is_called(changes, message):
+    with pytest.raises(MinitronError, match=message):
+        EvalConfig(**changes)
+
+
+def test_a_damaged_run_is_named_when_read_and_skipped_with_a_warning_when_searched(tmp_path):
+    from analysis.core.errors import MinitronWarning
+
+    good, bad = tmp_path / "m" / "eval-good", tmp_path / "m" / "eval-bad"
+    for d in (good, bad):
+        d.mkdir(parents=True)
+    (good / "evaluation.json").write_text(json.dumps({"model": {"name": "m"}, "tasks": {}, "settings": {}}))
+    (bad / "evaluation.json").write_text('{"model": {"name": "m"}, "tasks": {"t": {"value": NaN}}, "settings": {}}')
+    with pytest.raises(MinitronError, match="evaluation.json: corrupt evaluation record: NaN is not a JSON number"):
+        load_evaluation(bad)
+    with pytest.warns(MinitronWarning, match="skipping a damaged evaluate run"):
+        assert find_evaluations(tmp_path, name="m") == [good]

@@ -126,3 +126,16 @@ def test_perplexity_command_writes_both_protocols(tmp_path, smol):
     bad = run_cli("perplexity", "--data", src, "--protocol", "wikitext", "--out", tmp_path / "bad")
     assert bad.code == 2 and len(bad.error_lines) == 1 and "hf-stride, lm-eval" in bad.err
     assert not (tmp_path / "bad").exists()
+
+
+def test_protocols_and_sizes_are_checked_when_the_job_is_made():
+    """Before any text is read or model loaded, in the library as on the command line."""
+    from analysis.core.errors import MinitronError
+    from analysis.evaluation.perplexity import PerplexityJob
+
+    for changes, message in (({"protocols": ("nope",)}, "unknown --protocol 'nope'"),
+                             ({"seq_len": 1}, "--seq-len must be"), ({"stride": 0}, "--stride must be"),
+                             ({"seq_len": 8, "stride": 9}, r"--stride must be in \[1, --seq-len 8\]"),
+                             ({"batch_size": 0}, "--batch-size must be")):
+        with pytest.raises(MinitronError, match=message):
+            PerplexityJob(load=None, data=DataConfig(), **changes)

@@ -81,7 +81,7 @@ def test_cli_estimate_writes_nothing_and_bad_names_are_one_line(results, tmp_pat
     assert r.code == 0 and "about" in r.err and "min on this machine" in r.err, r.err
     assert not (tmp_path / "res").exists()
     for args, message in ((("nonesuch",), "unknown experiment 'nonesuch'"), ((), "name an experiment"),
-                          (("aggregation", "--seeds", "0"), "--seeds must be at least 1")):
+                          (("aggregation", "--seeds", "0"), "--seeds must be an integer in [1, 1000], got 0")):
         r = run_cli("experiment", *args, "--small", "--runs", runs, "--out", tmp_path / "res")
         assert r.code == 2 and len(r.error_lines) == 1 and message in r.error_lines[0], r.err
     (tmp_path / "taken").mkdir()

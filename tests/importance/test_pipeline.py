@@ -172,6 +172,8 @@ def test_results_agree_across_batch_sizes_and_resume(tiny_dir, tmp_path):
     assert json.loads((checkpoint / "progress.json").read_text())["batches_done"] == 3
     c = load_run(run_analysis(_cfg(d, batch_size=1), out=tmp_path / "c", resume=True))
     assert not checkpoint.exists()  # cleared once the run is written
+    t = c.metrics["timings"]  # the parts of both sessions, and a total that holds them
+    assert t["sessions"] == 2 and t["total_s"] >= t["calibration_s"] + t["eval_s"] + t["sensitivity_s"]
     assert set(a.tensors) == set(b.tensors) == set(c.tensors)
     for k in a.tensors:
         torch.testing.assert_close(a.tensors[k], b.tensors[k], rtol=1e-5, atol=1e-6)
@@ -199,6 +201,58 @@ def test_metrics_document(run):
     assert m["rank_agreement"]["spearman_bi_vs_drop_loss"] == pytest.approx(
         spearman(res.tensors["block_importance"], res.tensors["drop_layer_loss"]))
     assert res.tensors["channels.per_norm"].shape == (2 * L, m["architecture"]["hidden"])
+
+
+def test_metrics_are_strict_json_and_record_what_was_measured(run):
+    res, _ = run
+    text = (res.path / "metrics.json").read_text()
+    doc = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
+    assert doc["eval"]["tokens_scored"] == DATA.eval_samples * (DATA.seq_len - 1) > 0
+    assert math.isclose(doc["eval"]["perplexity"], math.exp(doc["eval"]["loss"]))
+
+
+def test_zero_windows_are_refused_before_anything_is_computed(tiny_dir, tmp_path):
+    import dataclasses
+
+    d, _ = tiny_dir
+    for field, option in (("calib_samples", "--samples"), ("eval_samples", "--eval-samples")):
+        with pytest.raises(MinitronError, match=f"{option} must be an integer in \\[1, "):
+            AnalysisConfig(load=LoadConfig(model=str(d), device="cpu"), data=dataclasses.replace(DATA, **{field: 0}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_signs_and_a_cache_hit_shows_it(tiny_dir, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from analysis.importance.report import print_summary
+
+    d, _ = tiny_dir
+    out = run_analysis(_cfg(d), out=tmp_path / "r")
+    m = json.loads((out / "metrics.json").read_text())
+    m["layers"][0]["delta_loss"] = -0.108  # a layer whose removal helps
+    buf = io.StringIO()
+    print_summary(m, Console(file=buf, width=200))
+    assert "(-0.108)" in buf.getvalue() and "+-" not in buf.getvalue()
+    buf = io.StringIO()
+    run_analysis(_cfg(d), out=tmp_path / "r", console=Console(file=buf, width=200))
+    assert "cached result" in buf.getvalue() and "perplexity (eval)" in buf.getvalue()
+
+
+def test_the_run_key_depends_on_the_device(tiny_dir):
+    from analysis.data import build_splits
+    from analysis.importance.pipeline import run_key
+    from analysis.models.loading import LoadedModel
+
+    d, model = tiny_dir
+    from transformers import AutoTokenizer
+
+    splits = build_splits(AutoTokenizer.from_pretrained(d), DATA)
+    prov = {"weights_fingerprint": "f", "dtype": "float32"}
+    keys = {dev: run_key(_cfg(d), LoadedModel(model, None, None, prov | {"device": dev}), splits)
+            for dev in ("cpu", "cuda:0", "cuda:1")}
+    assert keys["cpu"] != keys["cuda:0"] == keys["cuda:1"]
 
 
 def test_bad_batch_size(tiny_dir):

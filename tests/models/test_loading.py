@@ -22,6 +22,22 @@ def test_embedded_default_loads_with_tokenizer(smol):
     assert loss.item() < 5.0  # a real language model, not random weights (log(49152) = 10.8)
 
 
+def test_the_defaults_quantization_is_recorded_as_the_gguf_file_states_it(smol):
+    """Provenance says how the weights were stored, read here independently with gguf's own reader."""
+    import gguf
+
+    from analysis.models.gguf_cache import locate_gguf
+    from analysis.models.registry import get
+
+    reader = gguf.GGUFReader(locate_gguf(get("smollm2-135m")))
+    field = reader.fields["general.file_type"]
+    file_type = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name  # MOSTLY_Q4_1
+    source = smol.provenance["source_format"]
+    assert file_type == "MOSTLY_" + source["quantization"] == "MOSTLY_Q4_1"
+    assert source["dequantized_to"] == "float32" and sum(source["tensor_types"].values()) == len(reader.tensors)
+    assert smol.model.dtype == torch.float32
+
+
 @pytest.mark.parametrize("model", ["8B", "minitron-4b", "15B"])
 def test_missing_weights_fail_cleanly(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

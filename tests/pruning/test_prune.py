@@ -155,7 +155,7 @@ def test_export_refuses_to_overwrite(tmp_path):
 
 @pytest.mark.parametrize("target, message", [
     (PruneTarget(heads=6), "exceeds"), (PruneTarget(heads=3), "multiple of the 2 kv heads"),
-    (PruneTarget(layers=5), "exceeds"), (PruneTarget(hidden=0), "positive"), (PruneTarget(ffn=-1), "positive"),
+    (PruneTarget(layers=5), "exceeds"), (PruneTarget(hidden=0), r"--hidden must be an integer in \[1, "), (PruneTarget(ffn=-1), r"--ffn must be"),
     (PruneTarget(hidden=33), "exceeds"),
 ])
 def test_impossible_targets(target, message):
