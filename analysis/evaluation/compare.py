@@ -7,9 +7,11 @@ their context). Per layer: linear CKA (``analysis.evaluation.similarity``) betwe
 student's residual streams, every boundary against every boundary, and at matched depth (a depth-pruned
 student's kept layers from its ``prune_recipe.json``).
 
-Windows: the held-out split of ``analysis.data``. By default the student's own held-out protocol is
-used (source, window length, count and seed from its ``distill.json``, else its ``prune_recipe.json``),
-so the compared windows are never text the student was calibrated or trained on. CKA uses at most
+Windows: by default exactly the student's own evaluation windows, by index, as its ``distill.json`` (else
+its ``prune_recipe.json``) records them (``splits.evaluation``), after checking that the text still tokenizes
+to the recorded stream; so the compared windows are never text the student was calibrated on, selected on
+or trained on. A student without such a record, or explicit window settings, uses the selection split of
+``analysis.data`` under those settings. CKA uses at most
 ``cka_tokens`` tokens drawn at random (seeded) from positions 1..T-1: the first position of a window
 carries outsized activations in most LLMs and would dominate linear CKA.
 
@@ -29,7 +31,7 @@ from analysis.core import validate as V
 from analysis.core.errors import MinitronError, one_line, warn
 from analysis.core.io import read_json
 from analysis.core.provenance import now, versions
-from analysis.data import DataConfig, build_splits
+from analysis.data import DataConfig, build_splits, check_context, read_stream, stream_sha256
 from analysis.evaluation.divergence import (
     Side,
     cka_mask,
@@ -90,16 +92,34 @@ def _read(model_ref: str, name: str) -> dict | None:
     return doc
 
 
+def _evaluation_record(doc: dict) -> dict | None:
+    """A result's evaluation windows (``splits`` as ``analysis.data.split_record`` writes it), if complete."""
+    rec = doc.get("splits") or {}
+    ev = rec.get("evaluation") or {}
+    windows = ev.get("windows")
+    if not (isinstance(windows, list) and windows and all(isinstance(w, int) for w in windows)
+            and rec.get("stream_sha256") and isinstance(rec.get("seq_len"), int) and rec.get("source")):
+        return None
+    return {"source": rec["source"], "seq_len": rec["seq_len"], "seed": rec.get("seed", 0),
+            "stream_sha256": rec["stream_sha256"], "windows": windows, "sha256": ev.get("sha256")}
+
+
 def student_records(model_ref: str) -> dict:
-    """What a student directory says about itself: kept layers, teacher, held-out windows, starting model."""
+    """What a student directory says about itself: kept layers, teacher, evaluation windows, starting model."""
     recipe, distill = _read(model_ref, RECIPE) or {}, _read(model_ref, DISTILL) or {}
-    windows = (distill.get("data") or {}).get("config")
-    origin = "distill.json"
-    if not windows and recipe.get("ppl_data"):
-        windows, origin = recipe["ppl_data"], "prune_recipe.json"
+    exact, origin = _evaluation_record(distill), "distill.json"
+    if exact is None:
+        exact, origin = _evaluation_record(recipe), "prune_recipe.json"
+    if exact is not None:
+        windows = {"source": exact["source"], "seq_len": exact["seq_len"], "seed": exact["seed"],
+                   "eval_samples": len(exact["windows"])}
+    else:  # a record without splits (written before evaluation splits existed): its settings, selection split
+        windows, origin = (distill.get("data") or {}).get("config"), "distill.json"
+        if not windows and recipe.get("ppl_data"):
+            windows, origin = recipe["ppl_data"], "prune_recipe.json"
     start = (distill.get("student") or {}).get("ref")
     return {"kept_layers": recipe.get("kept_layers"), "teacher": recipe.get("teacher"),
-            "windows": windows, "windows_from": origin if windows else None,
+            "windows": windows, "evaluation": exact, "windows_from": origin if windows else None,
             "started_from": start, "role": "distilled" if distill else "pruned" if recipe else "student"}
 
 
@@ -121,7 +141,42 @@ def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str]:
             set(cfg.windows) == {"eval_samples"} and cfg.windows["eval_samples"] <= inherited.get("eval_samples", 0)):
         return data, (f"the command's settings, which differ from the student's held-out windows "
                       f"({records['windows_from']}): some windows may be text it was calibrated or trained on")
-    return data, f"the student's held-out windows ({records['windows_from']})"
+    if records.get("evaluation") is None:
+        return data, f"the student's held-out settings ({records['windows_from']}, which records no evaluation windows)"
+    return data, f"the student's evaluation windows ({records['windows_from']})"
+
+
+def exact_windows(cfg: CompareConfig, records: dict) -> list[int] | None:
+    """The student's recorded evaluation windows (the first ``--eval-samples`` of them), unless the command's
+    window settings leave the student's protocol."""
+    exact = records.get("evaluation")
+    if exact is None:
+        return None
+    same = all(exact.get(k) == v for k, v in cfg.windows.items() if k != "eval_samples")
+    n = cfg.windows.get("eval_samples", len(exact["windows"]))
+    return exact["windows"][:n] if same and n <= len(exact["windows"]) else None
+
+
+def _cut(tokenizer, data: DataConfig, records: dict, windows: list[int] | None,
+         max_positions: int | None) -> tuple[torch.Tensor, dict]:
+    """Token ids (N, T) of the compared windows, and what ``compare.json`` records of them."""
+    check_context(data.seq_len, max_positions)
+    if windows is None:
+        splits = build_splits(tokenizer, data, max_positions)
+        return splits.eval, {"split": "selection split of the settings above",
+                             **{k: splits.meta.get(k) for k in SPLIT_META}}
+    stream, meta = read_stream(tokenizer, data)
+    exact = records["evaluation"]
+    if stream_sha256(stream) != exact["stream_sha256"]:
+        raise MinitronError(
+            f"the text of '{data.source}' no longer tokenizes to the stream the student's {records['windows_from']} "
+            f"recorded ({stream_sha256(stream)} != {exact['stream_sha256']}): its evaluation windows cannot be "
+            "found; pass --data/--seq-len/--eval-samples to compare on other windows")
+    T = data.seq_len
+    ids = torch.stack([stream[w * T:(w + 1) * T] for w in windows])
+    return ids, {"split": "evaluation (the student's own, by index)", "eval_windows": windows,
+                 "eval_sha256": stream_sha256(ids), "stream_tokens": len(stream),
+                 "text_sha256": meta.get("text_sha256")}
 
 
 # --- the job ------------------------------------------------------------------------------------------
@@ -183,8 +238,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
         raise MinitronError("neither the teacher nor the student has a tokenizer: the windows cannot be cut")
     models = [teacher.model] + [s.lm.model for s in sides]
     positions = [getattr(m.config, "max_position_embeddings", None) for m in models]
-    splits = build_splits(tokenizer, data, min((p for p in positions if p), default=None))
-    ids = splits.eval
+    ids, cut = _cut(tokenizer, data, records, exact_windows(cfg, records), min((p for p in positions if p), default=None))
     t_load = time.perf_counter() - t0
     mask = cka_mask(ids.shape[0], ids.shape[1], cfg.cka_tokens, cfg.seed)
     t_states = collect(teacher, sides, ids, mask, cfg.batch_size)
@@ -194,8 +248,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     doc = {"kind": "compare", "created": now(), "measured_by": "Minitron Lab (python cli.py compare)",
            "teacher": {k: teacher.provenance.get(k) for k in PROVENANCE},
            "students": {}, "distillation": None,
-           "windows": {"from": windows_from, "data": asdict(data), "split": "eval (held-out)",
-                       **{k: splits.meta.get(k) for k in SPLIT_META}},
+           "windows": {"from": windows_from, "data": asdict(data), **cut},
            "protocol": PROTOCOL + "; KL(teacher || student) and top-1 agreement at all T positions; intervals: "
                        "95% percentile bootstrap over windows (paired for differences)",
            "config": {k: v for k, v in asdict(cfg).items() if k not in ("teacher", "student", "baseline", "data")}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.data import DataConfig, build_splits
+from analysis.data import DataConfig, build_splits, split_record
 from analysis.evaluation.compare import CompareConfig, load_compare, run_compare
 from analysis.evaluation.divergence import cka_mask
 from analysis.evaluation.loss import heldout_pair
@@ -21,6 +21,7 @@ from analysis.pruning.surgery import prune_model
 from tests.helpers import run_cli, tiny_model
 
 WINDOWS = {"source": "pydoc", "seq_len": 24, "eval_samples": 3, "seed": 0}
+DISTILL_DATA = DataConfig(seq_len=24, calib_samples=9, eval_samples=1, test_samples=3)  # training | selection | evaluation
 
 
 def _load(path):
@@ -49,8 +50,10 @@ def students(tiny_dirs, smol, tmp_path_factory):
         for p in model.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=g))
     save_safetensors(model, distilled_dir)
+    splits = build_splits(smol.tokenizer, DISTILL_DATA)
+    roles = {"calib": "training", "eval": "selection", "test": "evaluation"}
     (distilled_dir / "distill.json").write_text(json.dumps({"student": {"ref": str(pruned_dir)},
-                                                            "data": {"config": WINDOWS | {"calib_samples": 9}}}))
+                                                            "data": splits.meta, "splits": split_record(splits.meta, roles)}))
     return teacher_dir, pruned_dir, distilled_dir, pruned.plan.layers
 
 
@@ -66,8 +69,10 @@ def compared(students, tmp_path_factory):
 def test_kl_agreement_and_loss_equal_per_position_loops(students, compared, smol):
     teacher_dir, _, distilled_dir, _ = students
     teacher, student = _load(teacher_dir), _load(distilled_dir)
-    ids = build_splits(smol.tokenizer, DataConfig(calib_samples=0, **WINDOWS)).eval
-    assert torch.equal(compared.tensors["ids"], ids)  # the student's recorded held-out windows
+    splits = build_splits(smol.tokenizer, DISTILL_DATA)
+    ids = splits.test  # the student's own evaluation windows, never its training or selection ones
+    assert torch.equal(compared.tensors["ids"], ids)
+    assert compared.doc["windows"]["eval_windows"] == splits.meta["test_windows"]
     with torch.no_grad():
         t_logp = torch.log_softmax(teacher(ids).logits.double(), -1)
         s_logp = torch.log_softmax(student(ids).logits.double(), -1)
@@ -88,7 +93,7 @@ def test_kl_agreement_and_loss_equal_per_position_loops(students, compared, smol
     delta = compared.tensors["student.s_nll"] - compared.tensors["teacher.nll"]
     assert worst["delta_nll"] == pytest.approx(float(delta.max()), rel=1e-6)
     assert worst["token"] == smol.tokenizer.decode([int(ids[worst["window"], worst["position"]])])
-    assert compared.doc["windows"]["from"].startswith("the student's held-out windows (distill.json)")
+    assert compared.doc["windows"]["from"].startswith("the student's evaluation windows (distill.json)")
 
 
 def test_cka_equals_linear_cka_of_hf_hidden_states_at_matched_depth(students, compared):
@@ -173,3 +178,16 @@ def test_config_ranges_are_checked_where_the_library_is_called():
                              ({"windows": {"stride": 3}}, "unknown window settings ['stride']")):
         with pytest.raises(MinitronError, match=message.replace("[", r"\[").replace("]", r"\]")):
             CompareConfig(teacher=load, student=load, **changes)
+
+
+def test_recorded_evaluation_windows_whose_text_changed_are_a_one_line_error(students, tmp_path):
+    """Windows are found by index in the recorded stream; a stream that differs is refused, not silently reused."""
+    _, _, distilled_dir, _ = students
+    moved = tmp_path / "run" / "model"
+    shutil.copytree(distilled_dir, moved)
+    record = json.loads((moved / "distill.json").read_text())
+    record["splits"]["stream_sha256"] = "0" * 16
+    (moved / "distill.json").write_text(json.dumps(record))
+    r = run_cli("compare", "--student", moved, "--out", tmp_path / "c", "--device", "cpu", "--no-figures")
+    assert r.code == 2 and "no longer tokenizes to the stream" in r.err and len(r.error_lines) == 1
+    assert not (tmp_path / "c").exists()
