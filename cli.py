@@ -499,7 +499,7 @@ def compare(
     if figures:
         from figures.render import draw_compare
 
-        written = draw_compare(run_dir)
+        written = draw_compare(run_dir, force=force)
         say(f"figures: {len(written)} files in {Path(run_dir) / 'figures'}")
     say(f"results: {run_dir}")
 

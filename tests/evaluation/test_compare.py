@@ -132,6 +132,17 @@ def test_cli_takes_the_teacher_from_the_recipe_and_draws_figures(students, tmp_p
     assert result.doc["distillation"] is None and result.sides == ["student"]
     for name in ("cka", "kl_by_position", "worst_tokens"):
         assert (tmp_path / "c" / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    again = run_cli("compare", "--student", pruned_dir, "--out", tmp_path / "c", "--device", "cpu", "--cka-tokens", "32")
+    assert again.code == 0, again.err  # a directory compare made itself is rewritten, figures too
+    bare = tmp_path / "bare"  # a run without figures, then a figure compare did not make
+    assert run_cli("compare", "--student", pruned_dir, "--out", bare, "--cka-tokens", "32", "--no-figures").code == 0
+    (bare / "figures").mkdir()
+    (bare / "figures" / "cka.png").write_bytes(b"a user's file")
+    again = run_cli("compare", "--student", pruned_dir, "--out", bare, "--cka-tokens", "32")
+    assert again.code == 2 and "--force" in again.err and (bare / "figures" / "cka.png").read_bytes() == b"a user's file"
+    again = run_cli("compare", "--student", pruned_dir, "--out", bare, "--cka-tokens", "32", "--force")
+    assert again.code == 0, again.err  # --force reaches the figures too
+    assert (bare / "figures" / "cka.png").read_bytes().startswith(b"\x89PNG")
     note = run_cli("compare", "--student", pruned_dir, "--seq-len", "16", "--out", tmp_path / "d", "--no-figures")
     assert note.code == 0 and "may be text it was calibrated or trained on" in load_compare(tmp_path / "d").doc["windows"]["from"]
 
