@@ -42,6 +42,9 @@ def cka_heatmap(result, side: str = "student", ax=None):
     ax.set_ylabel(f"{_name(result, side)}: residual stream after layer")
     mean = cka["matched_mean"]
     matched = f"outlined: matched depth, mean CKA {mean:.2f}" if mean is not None else "no matched depth"
+    robust = cka.get("without_massive") or {}
+    if mean is not None and robust.get("dropped") and robust.get("matched_mean") is not None:
+        matched += f" ({robust['matched_mean']:.2f} without {robust['dropped']} massive-activation token(s))"
     ax.set_title(f"Representation similarity, teacher vs {_name(result, side)}\n{matched}; "
                  f"{cka['tokens']} tokens of {_windows(result)}")
     return ax

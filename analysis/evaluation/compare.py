@@ -279,6 +279,14 @@ def print_summary(doc: dict, console) -> None:
     """One row per student: loss (teacher's), KL, top-1 agreement, matched CKA, concentration; then distillation."""
     from rich.table import Table
 
+    def _cka_cell(cka: dict) -> str:
+        if cka["matched_mean"] is None:
+            return "-"
+        robust = cka.get("without_massive") or {}
+        if not robust.get("dropped") or robust.get("matched_mean") is None:
+            return f"{cka['matched_mean']:.3f}"
+        return f"{cka['matched_mean']:.3f} ({robust['matched_mean']:.3f} w/o {robust['dropped']} massive)"
+
     def fmt(iv: dict, digits: int = 3) -> str:
         return f"{iv['value']:.{digits}f} [{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]"
 
@@ -291,7 +299,7 @@ def print_summary(doc: dict, console) -> None:
         conc = s["concentration"].get("top_0.1")
         table.add_row(f"{s['label']} ({s['role']})", f"{s['loss']['value']:.3f} ({s['teacher_loss']['value']:.3f})",
                       fmt(s["loss_increase"]), fmt(s["kl"]), fmt(s["top1_agreement"]),
-                      f"{s['cka']['matched_mean']:.3f}" if s["cka"]["matched_mean"] is not None else "-",
+                      _cka_cell(s["cka"]),
                       f"{conc:.0%} of the increase" if conc is not None else "-")
     console.print(table)
     if doc["distillation"]:

@@ -17,11 +17,12 @@ from tqdm.auto import tqdm
 
 from analysis.evaluation.intervals import paired_difference, ratio_interval
 from analysis.evaluation.loss import token_pair_stats
-from analysis.evaluation.similarity import centered_gram, cka_matrix, matched_layers
+from analysis.evaluation.similarity import centered_gram, cka_matrix, linear_cka, matched_layers
 from analysis.models.adapter import DecoderAdapter
 from analysis.models.loading import LoadedModel
 
 TOP_SHARES = (0.01, 0.1)  # concentration: share of the loss increase carried by the top 1% and 10% of tokens
+MASSIVE = 20.0  # a token whose residual norm exceeds this many times its layer's median norm (either model)
 
 
 # --- one forward with the residual stream captured ----------------------------------------------------
@@ -162,8 +163,34 @@ def cka_section(teacher_states: list[torch.Tensor], side: Side, teacher_layers: 
         pairs = matched_layers(teacher_layers, kept)
         how = "kept_layers of prune_recipe.json" if kept is not None else "same depth: boundary j to boundary j"
     matched = [float(matrix[s, t]) for s, t in pairs]
-    return {"tokens": int(grams_t.shape[1]), "matching": how, "pairs": pairs, "matched": matched,
-            "matched_mean": sum(matched) / len(matched) if matched else None}, matrix.float()
+    section = {"tokens": int(grams_t.shape[1]), "matching": how, "pairs": pairs, "matched": matched,
+               "matched_mean": sum(matched) / len(matched) if matched else None}
+    return section | {"without_massive": without_massive(teacher_states, side, pairs)}, matrix.float()
+
+
+def massive_tokens(states: list[torch.Tensor], factor: float = MASSIVE) -> torch.Tensor:
+    """(tokens,) bool: tokens whose residual norm, after any layer, exceeds ``factor`` x that layer's median.
+
+    Such "massive activations" (a handful of tokens, often attention sinks) dominate linear CKA: one token
+    of a thousand can move it from 0.9 to 0.02.
+    """
+    out = torch.zeros(states[0].shape[0], dtype=torch.bool)
+    for x in states:
+        norms = x.float().norm(dim=-1).cpu()
+        out |= norms > factor * norms.median()
+    return out
+
+
+def without_massive(teacher_states: list[torch.Tensor], side: Side, pairs: list) -> dict:
+    """Matched-depth CKA with the tokens either model carries as massive activations left out."""
+    s_states = [torch.cat(x) for x in side.states]
+    drop = massive_tokens(teacher_states) | massive_tokens(s_states)
+    keep = ~drop
+    if not pairs or int(keep.sum()) < 3:
+        return {"factor": MASSIVE, "dropped": int(drop.sum()), "matched": [], "matched_mean": None}
+    matched = [linear_cka(s_states[i][keep], teacher_states[j][keep]) for i, j in pairs]
+    return {"factor": MASSIVE, "dropped": int(drop.sum()), "matched": matched,
+            "matched_mean": sum(matched) / len(matched)}
 
 
 def distillation_effect(base: dict, dist: dict, iters: int, seed: int) -> dict:

@@ -202,3 +202,33 @@ def test_recorded_evaluation_windows_whose_text_changed_are_a_one_line_error(stu
     r = run_cli("compare", "--student", moved, "--out", tmp_path / "c", "--device", "cpu", "--no-figures")
     assert r.code == 2 and "no longer tokenizes to the stream" in r.err and len(r.error_lines) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_one_massive_activation_token_is_left_out_of_the_robust_cka():
+    """One token with a huge residual norm drives linear CKA towards 0; ``without_massive`` drops exactly it."""
+    import numpy as np
+
+    from analysis.evaluation.divergence import Side, cka_section
+
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(60, 6, generator=g) for _ in range(3)]
+    student = [t @ torch.randn(6, 5, generator=g) + 0.1 * torch.randn(60, 5, generator=g) for t in teacher]
+    student[2][17] *= 500.0  # token 17 becomes a massive activation after the student's last layer
+    side = Side("student", lm=None, records={"kept_layers": None})
+    side.states = [[s[:30], s[30:]] for s in student]  # as collected, window batch by window batch
+    section, matrix = cka_section(teacher, side, teacher_layers=2)
+
+    def cka(x, y):  # Gram form, numpy float64: an independent route to linear CKA
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        h = np.eye(len(x)) - 1.0 / len(x)
+        k, l_ = h @ x @ x.T @ h, h @ y @ y.T @ h
+        return float(np.sum(k * l_) / (np.linalg.norm(k) * np.linalg.norm(l_)))
+
+    keep = [i for i in range(60) if i != 17]
+    assert section["matched"][2] == pytest.approx(cka(student[2], teacher[2]), rel=1e-9)
+    robust = section["without_massive"]
+    assert section["matched"][2] < 0.5 * robust["matched"][2]  # one token of sixty dominates
+    assert robust["dropped"] == 1 and robust["factor"] == 20.0
+    for j in range(3):
+        assert robust["matched"][j] == pytest.approx(cka(student[j][keep], teacher[j][keep]), rel=1e-9)
+    assert robust["matched"][2] == pytest.approx(robust["matched"][1], abs=0.1)  # back to the other layers' level
