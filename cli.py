@@ -120,7 +120,7 @@ Force = Annotated[bool, typer.Option("--force", help="write into a directory min
                                      "(only the files this command makes are replaced)")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="run model code shipped with a checkpoint")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="accept .bin (pickle) weights")]
-Download = Annotated[bool, typer.Option("--download", help="allow Hugging Face hub downloads")]
+Download = Annotated[bool, typer.Option("--download", help="allow Hugging Face hub downloads (models and --data datasets)")]
 
 
 def _load(model: str, dtype: str = "auto", device: str = "auto", random_init: bool = False,
@@ -214,7 +214,8 @@ def analyze(
 
     cfg = AnalysisConfig(
         load=_load(model, dtype, device, random_init, trust_remote_code, allow_pickle, download, device_map),
-        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed),
+        data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=eval_samples, seed=seed,
+                        download=download),
         batch_size=batch_size, max_batch_size=max_batch_size,
         block_sizes=V.parse_int_list("--block-sizes", block_sizes, V.BLOCK_SIZE) if block_sizes is not None else None,
         pre_activation=pre_activation, compile=compile, bootstrap=bootstrap, bootstrap_seed=seed,
@@ -288,7 +289,7 @@ def perplexity(
 
     protocols = tuple(protocol or PROTOCOLS)
     job = PerplexityJob(load=_load(model, dtype, device, False, trust_remote_code, allow_pickle, download),
-                        data=DataConfig(source=data, max_chars=max_chars), protocols=protocols, seq_len=seq_len,
+                        data=DataConfig(source=data, max_chars=max_chars, download=download), protocols=protocols, seq_len=seq_len,
                         stride=stride, batch_size=batch_size)  # checks the protocols and sizes
     if out:
         check_output(out, force)  # before any work
@@ -416,7 +417,7 @@ def distill(
                           seed=seed, device=device, dtype=dtype)
     job = DistillJob(student=_load(student, "float32", device, False, trust_remote_code, allow_pickle, download),
                      teacher=_load(teacher, dtype, device, False, trust_remote_code, allow_pickle, download),
-                     data=DataConfig(source=data, seed=data_seed), train=train.finetune() if finetune else train,
+                     data=DataConfig(source=data, seed=data_seed, download=download), train=train.finetune() if finetune else train,
                      out=Path(out) if out else None, resume=resume, force=force)
     result = run_distill(job, console=console, finalize=_write_card)
     before, after = result.final["before"], result.final["after"]
@@ -559,7 +560,7 @@ def prune(
         target=sizes, target_name=target, run=run, depth_metric=depth_metric, aggregation=aggregation,
         evaluate=evaluate, batch_size=batch_size, head_merge=head_merge,
         data=DataConfig(source=data, seq_len=seq_len, calib_samples=samples, eval_samples=select_samples,
-                        test_samples=eval_samples, seed=seed),
+                        test_samples=eval_samples, seed=seed, download=download),
     )
     if dry_run:
         config, recipe = shapes_only(cfg)

@@ -56,6 +56,7 @@ class DataConfig:
     seed: int = 0  # permutation of windows
     text_field: str = "text"  # field read from .jsonl records and datasets
     max_chars: int | None = None  # read at most this many characters (None: everything)
+    download: bool = False  # a Hugging Face dataset may be fetched (else: the local cache only, offline)
 
     def __post_init__(self):
         V.check_fields(self, {"seq_len": ("--seq-len", V.SEQ_LEN), "calib_samples": ("--samples", V.SAMPLES_OR_NONE),
@@ -115,7 +116,7 @@ def _file_documents(path: Path, field: str) -> list[str]:
     return docs
 
 
-def _hf_documents(spec: str, field: str) -> list[str]:
+def _hf_documents(spec: str, field: str, download: bool = False) -> list[str]:
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
     try:
@@ -125,10 +126,15 @@ def _hf_documents(spec: str, field: str) -> list[str]:
             f"data source '{spec}' is not a file or folder; for a Hugging Face dataset install the "
             "optional extra: pip install 'minitron-lab[data]'"
         ) from None
+    from analysis.core.hub import offline
+
     try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train")
+        with offline(not download):
+            ds = datasets.load_dataset(name, config or None, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, bad split: one message
-        raise MinitronError(f"dataset '{spec}' could not be loaded ({type(exc).__name__}: {exc})".split("\n")[0]) from None
+        hint = "" if download else "; offline: only the local Hugging Face cache is read (--download fetches it)"
+        raise MinitronError(f"dataset '{spec}' could not be loaded ({type(exc).__name__}: {exc})".split("\n")[0]
+                            + hint) from None
     if field not in ds.column_names:
         raise MinitronError(f"dataset '{spec}' has no '{field}' column; columns: {', '.join(ds.column_names)}")
     return [t for t in ds[field] if t]
@@ -149,7 +155,7 @@ def load_documents(cfg: DataConfig) -> list[str]:
             raise MinitronError(f"{path}: no .txt or .jsonl files in the folder")
         docs = [d for f in files for d in _file_documents(f, cfg.text_field)]
     else:
-        docs = _hf_documents(src.removeprefix("hf:"), cfg.text_field)
+        docs = _hf_documents(src.removeprefix("hf:"), cfg.text_field, cfg.download)
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise MinitronError(f"data source '{src}' holds no text")

@@ -105,9 +105,17 @@ def test_folder_of_txt_and_jsonl(tmp_path):
         load_documents(DataConfig(source=str(tmp_path)))
 
 
-def test_unknown_source_is_clear():
-    with pytest.raises(MinitronError, match="nonexistent-dataset-xyz"):
+def test_unknown_source_is_clear_and_never_goes_online():
+    """Datasets are read offline unless --download: the hub flags are on during the call and restored after."""
+    import os
+
+    pytest.importorskip("datasets")
+    import huggingface_hub.constants as hub
+
+    before = (os.environ.get("HF_DATASETS_OFFLINE"), os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE)
+    with pytest.raises(MinitronError, match=r"nonexistent-dataset-xyz.*offline: only the local Hugging Face cache"):
         load_documents(DataConfig(source="nonexistent-dataset-xyz"))
+    assert (os.environ.get("HF_DATASETS_OFFLINE"), os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE) == before
 
 
 def test_default_corpus_is_pydoc_in_key_order():

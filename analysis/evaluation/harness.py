@@ -25,7 +25,6 @@ import difflib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from analysis.core import validate as V
 from analysis.core.errors import MinitronError
+from analysis.core.hub import offline
 from analysis.core.io import check_output, check_writable, finite_or_none, output_dir, write_json
 from analysis.core.provenance import now, versions
 from analysis.evaluation.benchmarks import PaperTask, checked_paper_task
@@ -170,30 +170,6 @@ def local_tasks() -> list[str]:
 
 
 # --- running --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def offline(enabled: bool = True) -> Iterator[None]:
-    """No hub or dataset downloads inside the block (environment and the libraries' already-read flags)."""
-    if not enabled:
-        yield
-        return
-    import datasets.config
-    import huggingface_hub.constants as hub
-
-    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
-    flags = [(datasets.config, "HF_DATASETS_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"), (hub, "HF_HUB_OFFLINE")]
-    saved = [(mod, name, getattr(mod, name, None)) for mod, name in flags]
-    os.environ.update({k: "1" for k in env})
-    for mod, name, _ in saved:
-        setattr(mod, name, True)
-    try:
-        yield
-    finally:
-        for k, v in env.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        for mod, name, value in saved:
-            setattr(mod, name, value)
-
-
 @contextlib.contextmanager
 def quiet_harness() -> Iterator[None]:
     """lm-eval logs every setting at INFO/WARNING; keep errors, and our own one-line messages, visible."""

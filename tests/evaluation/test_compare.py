@@ -216,7 +216,7 @@ def test_one_massive_activation_token_is_left_out_of_the_robust_cka():
     student[2][17] *= 500.0  # token 17 becomes a massive activation after the student's last layer
     side = Side("student", lm=None, records={"kept_layers": None})
     side.states = [[s[:30], s[30:]] for s in student]  # as collected, window batch by window batch
-    section, matrix = cka_section(teacher, side, teacher_layers=2)
+    section, _ = cka_section(teacher, side, teacher_layers=2)
 
     def cka(x, y):  # Gram form, numpy float64: an independent route to linear CKA
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
