@@ -12,7 +12,6 @@ Needs the dev extra (lm-eval). The test suite checks the same on a short text
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,24 +23,7 @@ import torch
 from analysis.data import DataConfig, corpus_text
 from analysis.evaluation.perplexity import perplexity
 from analysis.models.loading import LoadConfig, load_model
-
-
-def harness(model, tokenizer, text: str, seq_len: int, batch_size: int) -> dict:
-    """lm-evaluation-harness on our model object: summed log-likelihood and its wikitext metrics."""
-    from lm_eval.api.instance import Instance
-    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks.wikitext.preprocess_wikitext import process_results
-
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=seq_len, batch_size=batch_size, device="cpu")
-    request = Instance(request_type="loglikelihood_rolling", doc={"page": text}, arguments=(text,), idx=0)
-    (ll,) = lm.loglikelihood_rolling([request], disable_tqdm=True)
-    items = process_results({"page": text}, [ll])
-    n = len(lm.tok_encode(text))
-    return {"nll": -ll, "tokens": n, "token_perplexity": math.exp(-ll / n),
-            "word_perplexity": weighted_perplexity([items["word_perplexity"]]),
-            "byte_perplexity": weighted_perplexity([items["byte_perplexity"]]),
-            "bits_per_byte": bits_per_byte([items["bits_per_byte"]])}
+from tests.helpers import lm_eval_rolling
 
 
 def main() -> None:
@@ -59,7 +41,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ours = perplexity(lm.model, lm.tokenizer, text, "lm-eval", args.seq_len, batch_size=args.batch_size).to_json()
     t1 = time.perf_counter()
-    ref = harness(lm.model, lm.tokenizer, text, args.seq_len, args.batch_size)
+    ref = lm_eval_rolling(lm.model, lm.tokenizer, text, args.seq_len, args.batch_size)
     t2 = time.perf_counter()
     print(f"{args.model} on {args.data}: {len(text):,} characters, window {args.seq_len}")
     print(f"{'':18}{'ours':>16}{'lm-eval':>16}{'relative diff':>16}")

@@ -210,3 +210,24 @@ class ElsewhereTensor(torch.Tensor):
 
 def elsewhere(t: torch.Tensor) -> torch.Tensor:
     return t.as_subclass(ElsewhereTensor)
+
+
+def lm_eval_rolling(model, tokenizer, text: str, seq_len: int, batch_size: int) -> dict:
+    """lm-evaluation-harness 0.4.x itself on our model object: ``loglikelihood_rolling`` of one document,
+    then its wikitext metrics (the reference for our ``lm-eval`` perplexity protocol)."""
+    import math
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks.wikitext.preprocess_wikitext import process_results
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=seq_len, batch_size=batch_size, device="cpu")
+    request = Instance(request_type="loglikelihood_rolling", doc={"page": text}, arguments=(text,), idx=0)
+    (ll,) = lm.loglikelihood_rolling([request], disable_tqdm=True)
+    items = process_results({"page": text}, [ll])
+    n = len(lm.tok_encode(text))
+    return {"nll": -ll, "tokens": n, "token_perplexity": math.exp(-ll / n),
+            "word_perplexity": weighted_perplexity([items["word_perplexity"]]),
+            "byte_perplexity": weighted_perplexity([items["byte_perplexity"]]),
+            "bits_per_byte": bits_per_byte([items["bits_per_byte"]])}

@@ -16,7 +16,7 @@ from analysis.evaluation.perplexity import (
     lm_eval_windows,
     perplexity,
 )
-from tests.helpers import run_cli
+from tests.helpers import lm_eval_rolling, run_cli
 
 TEXT_CHARS = 1500  # ~340 tokens of pydoc: several windows of 64-128, a partial last one
 pytestmark = pytest.mark.usefixtures("one_thread")  # 135M forwards on a shared 2-core box: threads only contend
@@ -27,32 +27,14 @@ def text() -> str:
     return corpus_text(DataConfig(max_chars=TEXT_CHARS))
 
 
-def _lm_eval(model, tokenizer, text: str, seq_len: int, batch_size: int) -> dict:
-    """lm-evaluation-harness 0.4.x on our model object: loglikelihood_rolling, then its wikitext metrics."""
-    from lm_eval.api.instance import Instance
-    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks.wikitext.preprocess_wikitext import process_results
-
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=seq_len, batch_size=batch_size, device="cpu")
-    request = Instance(request_type="loglikelihood_rolling", doc={"page": text}, arguments=(text,), idx=0)
-    (ll,) = lm.loglikelihood_rolling([request], disable_tqdm=True)
-    items = process_results({"page": text}, [ll])
-    n = len(lm.tok_encode(text))
-    return {"loglikelihood": ll, "tokens": n, "token_perplexity": math.exp(-ll / n),
-            "word_perplexity": weighted_perplexity([items["word_perplexity"]]),
-            "byte_perplexity": weighted_perplexity([items["byte_perplexity"]]),
-            "bits_per_byte": bits_per_byte([items["bits_per_byte"]])}
-
-
 @pytest.mark.slow  # lm-eval's import and model wrapper take several seconds
 @pytest.mark.parametrize("seq_len", [128, 100])
 def test_lm_eval_protocol_equals_lm_eval(smol, text, seq_len):
     pytest.importorskip("lm_eval")
-    ref = _lm_eval(smol.model, smol.tokenizer, text, seq_len, batch_size=4)
+    ref = lm_eval_rolling(smol.model, smol.tokenizer, text, seq_len, batch_size=4)
     ours = perplexity(smol.model, smol.tokenizer, text, "lm-eval", seq_len, batch_size=3).to_json()
     assert ours["tokens"] == ours["scored"] == ref["tokens"]
-    assert -ours["nll"] == pytest.approx(ref["loglikelihood"], rel=1e-4)
+    assert ours["nll"] == pytest.approx(ref["nll"], rel=1e-4)
     for key in ("token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert ours[key] == pytest.approx(ref[key], rel=1e-4), key
 
