@@ -108,7 +108,7 @@ def test_token_pair_stats_match_per_token_float64_loops():
     for b in range(3):
         for p in range(7):
             ls, lt = torch.log_softmax(s_logits[b, p], -1), torch.log_softmax(t_logits[b, p], -1)
-            kl = sum(math.exp(lt[v]) * (lt[v] - ls[v]) for v in range(lt.numel()))
+            kl = sum(math.exp(lt[v].item()) * (lt[v].item() - ls[v].item()) for v in range(lt.numel()))  # float
             assert got["kl"][b, p].item() == pytest.approx(kl, abs=1e-5)
             assert bool(got["agree"][b, p]) == (int(ls.argmax()) == int(lt.argmax()))
             if p < 6:
