@@ -123,11 +123,13 @@ def student_records(model_ref: str) -> dict:
             "started_from": start, "role": "distilled" if distill else "pruned" if recipe else "student"}
 
 
-def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str]:
-    """The held-out windows: the student's recorded ones (else ``DEFAULT_WINDOWS``), with ``cfg.windows`` on top.
+def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str, list[int] | None]:
+    """The compared windows: the student's recorded ones (else ``DEFAULT_WINDOWS``), with ``cfg.windows`` on top.
 
-    Returns the data config and a sentence saying where it came from, warning when explicit settings
-    leave the student's held-out protocol (those windows may include text it was calibrated or trained on).
+    Returns the data config, a sentence saying where it came from (warning when explicit settings leave
+    the student's protocol: those windows may include text it was calibrated or trained on), and the
+    student's evaluation windows by index (the first ``--eval-samples`` of them) when the protocol is kept
+    and the student records them, else None (the selection split of the settings is used).
     """
     unknown = set(cfg.windows) - set(WINDOW_KEYS)
     if unknown:
@@ -136,41 +138,33 @@ def resolve_data(cfg: CompareConfig, records: dict) -> tuple[DataConfig, str]:
     inherited = {k: w[k] for k in WINDOW_KEYS if k in w}
     data = replace(DEFAULT_WINDOWS, **{**inherited, **cfg.windows})
     if not inherited:
-        return data, "the command's settings (the student records no held-out windows)"
-    if any(inherited.get(k) != v for k, v in cfg.windows.items()) and not (
-            set(cfg.windows) == {"eval_samples"} and cfg.windows["eval_samples"] <= inherited.get("eval_samples", 0)):
+        return data, "the command's settings (the student records no held-out windows)", None
+    leaves = (any(inherited.get(k) != v for k, v in cfg.windows.items() if k != "eval_samples")
+              or data.eval_samples > inherited.get("eval_samples", 0))
+    if leaves:
         return data, (f"the command's settings, which differ from the student's held-out windows "
-                      f"({records['windows_from']}): some windows may be text it was calibrated or trained on")
-    if records.get("evaluation") is None:
-        return data, f"the student's held-out settings ({records['windows_from']}, which records no evaluation windows)"
-    return data, f"the student's evaluation windows ({records['windows_from']})"
-
-
-def exact_windows(cfg: CompareConfig, records: dict) -> list[int] | None:
-    """The student's recorded evaluation windows (the first ``--eval-samples`` of them), unless the command's
-    window settings leave the student's protocol."""
+                      f"({records['windows_from']}): some windows may be text it was calibrated or trained on"), None
     exact = records.get("evaluation")
     if exact is None:
-        return None
-    same = all(exact.get(k) == v for k, v in cfg.windows.items() if k != "eval_samples")
-    n = cfg.windows.get("eval_samples", len(exact["windows"]))
-    return exact["windows"][:n] if same and n <= len(exact["windows"]) else None
+        return data, (f"the student's held-out settings ({records['windows_from']}, which records no evaluation "
+                      "windows)"), None
+    return data, f"the student's evaluation windows ({records['windows_from']})", exact["windows"][:data.eval_samples]
 
 
 def _cut(tokenizer, data: DataConfig, records: dict, windows: list[int] | None,
          max_positions: int | None) -> tuple[torch.Tensor, dict]:
     """Token ids (N, T) of the compared windows, and what ``compare.json`` records of them."""
-    check_context(data.seq_len, max_positions)
     if windows is None:
         splits = build_splits(tokenizer, data, max_positions)
         return splits.eval, {"split": "selection split of the settings above",
                              **{k: splits.meta.get(k) for k in SPLIT_META}}
+    check_context(data.seq_len, max_positions)
     stream, meta = read_stream(tokenizer, data)
-    exact = records["evaluation"]
-    if stream_sha256(stream) != exact["stream_sha256"]:
+    recorded, found = records["evaluation"]["stream_sha256"], stream_sha256(stream)
+    if found != recorded:
         raise MinitronError(
             f"the text of '{data.source}' no longer tokenizes to the stream the student's {records['windows_from']} "
-            f"recorded ({stream_sha256(stream)} != {exact['stream_sha256']}): its evaluation windows cannot be "
+            f"recorded ({found} != {recorded}): its evaluation windows cannot be "
             "found; pass --data/--seq-len/--eval-samples to compare on other windows")
     T = data.seq_len
     ids = torch.stack([stream[w * T:(w + 1) * T] for w in windows])
@@ -229,7 +223,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
     default = Path("runs") / "compare" / f"{label(cfg.student.model)}-vs-{label(cfg.teacher.model)}"
     run_dir = Path(out) if out else default
     check_output(run_dir, force)
-    data, windows_from = resolve_data(cfg, records)
+    data, windows_from, windows = resolve_data(cfg, records)
     if "differ" in windows_from:
         warn(f"windows are {windows_from}")
     teacher, sides = _load_sides(cfg, records)
@@ -238,7 +232,7 @@ def run_compare(cfg: CompareConfig, out: str | Path | None = None, force: bool =
         raise MinitronError("neither the teacher nor the student has a tokenizer: the windows cannot be cut")
     models = [teacher.model] + [s.lm.model for s in sides]
     positions = [getattr(m.config, "max_position_embeddings", None) for m in models]
-    ids, cut = _cut(tokenizer, data, records, exact_windows(cfg, records), min((p for p in positions if p), default=None))
+    ids, cut = _cut(tokenizer, data, records, windows, min((p for p in positions if p), default=None))
     t_load = time.perf_counter() - t0
     mask = cka_mask(ids.shape[0], ids.shape[1], cfg.cka_tokens, cfg.seed)
     t_states = collect(teacher, sides, ids, mask, cfg.batch_size)

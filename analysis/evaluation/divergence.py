@@ -154,7 +154,8 @@ def summarize(side: Side, t: dict, teacher_nll: torch.Tensor, iters: int, seed: 
 def cka_section(teacher_states: list[torch.Tensor], side: Side, teacher_layers: int) -> tuple[dict, torch.Tensor]:
     """CKA of every (student boundary, teacher boundary) pair and at matched depth."""
     grams_t = torch.stack([centered_gram(x) for x in teacher_states])
-    grams_s = torch.stack([centered_gram(torch.cat(x)) for x in side.states])
+    s_states = [torch.cat(x) for x in side.states]
+    grams_s = torch.stack([centered_gram(x) for x in s_states])
     matrix = cka_matrix(grams_s, grams_t)  # (Ls+1, Lt+1)
     kept, Ls = side.records["kept_layers"], len(side.states) - 1
     if kept is None and Ls != teacher_layers:
@@ -165,7 +166,7 @@ def cka_section(teacher_states: list[torch.Tensor], side: Side, teacher_layers: 
     matched = [float(matrix[s, t]) for s, t in pairs]
     section = {"tokens": int(grams_t.shape[1]), "matching": how, "pairs": pairs, "matched": matched,
                "matched_mean": sum(matched) / len(matched) if matched else None}
-    return section | {"without_massive": without_massive(teacher_states, side, pairs)}, matrix.float()
+    return section | {"without_massive": without_massive(teacher_states, s_states, pairs, matched)}, matrix.float()
 
 
 def massive_tokens(states: list[torch.Tensor], factor: float = MASSIVE) -> torch.Tensor:
@@ -181,14 +182,16 @@ def massive_tokens(states: list[torch.Tensor], factor: float = MASSIVE) -> torch
     return out
 
 
-def without_massive(teacher_states: list[torch.Tensor], side: Side, pairs: list) -> dict:
-    """Matched-depth CKA with the tokens either model carries as massive activations left out."""
-    s_states = [torch.cat(x) for x in side.states]
-    drop = massive_tokens(teacher_states) | massive_tokens(s_states)
+def without_massive(teacher_states: list[torch.Tensor], student_states: list[torch.Tensor], pairs: list,
+                    matched_all: list[float]) -> dict:
+    """Matched-depth CKA with the tokens either model carries as massive activations left out
+    (``matched_all``, the CKA over every token, is reused when there are none)."""
+    drop = massive_tokens(teacher_states) | massive_tokens(student_states)
     keep = ~drop
     if not pairs or int(keep.sum()) < 3:
         return {"factor": MASSIVE, "dropped": int(drop.sum()), "matched": [], "matched_mean": None}
-    matched = [linear_cka(s_states[i][keep], teacher_states[j][keep]) for i, j in pairs]
+    matched = (list(matched_all) if not drop.any() else
+               [linear_cka(student_states[i][keep], teacher_states[j][keep]) for i, j in pairs])
     return {"factor": MASSIVE, "dropped": int(drop.sum()), "matched": matched,
             "matched_mean": sum(matched) / len(matched)}
 
